@@ -1,0 +1,177 @@
+"""The `sonicbus` command line. Settings are loaded once here and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import infra
+from pipeline.config import Settings, load_settings
+from pipeline.logs import setup_logging
+from pipeline.topics import ensure_topics, list_topics
+
+app = typer.Typer(
+    name="sonicbus",
+    help="Music embedding and recommendation pipeline on Kafka and Milvus, for Navidrome.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+infra_app = typer.Typer(help="Local Kafka broker and Milvus for development and the default run.")
+schemas_app = typer.Typer(help="The wire contract: JSON Schemas of every topic.")
+app.add_typer(infra_app, name="infra")
+app.add_typer(schemas_app, name="schemas")
+
+console = Console()
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (SONICBUS_LOG_LEVEL).")
+    ] = None,
+    json_logs: Annotated[
+        bool, typer.Option("--json-logs", help="One JSON object per log line.")
+    ] = False,
+) -> None:
+    overrides: dict[str, object] = {}
+    if log_level:
+        overrides["log_level"] = log_level.upper()
+    if json_logs:
+        overrides["log_format"] = "json"
+    settings = load_settings(**overrides)
+    setup_logging(settings.log_level, settings.log_format)
+    ctx.obj = settings
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+@infra_app.command("up")
+def infra_up(
+    ctx: typer.Context,
+    milvus_server: Annotated[
+        bool, typer.Option(help="Also start the embedded Milvus standalone server.")
+    ] = False,
+) -> None:
+    """Start the local Kafka broker (if the settings point at it), create topics, check Milvus."""
+    settings = _settings(ctx)
+    try:
+        if infra.local_kafka_configured(settings):
+            infra.start_kafka(settings)
+        if milvus_server:
+            infra.start_milvus_server(settings)
+        created = asyncio.run(ensure_topics(settings.kafka, settings.topics))
+    except infra.InfraError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:
+        raise _fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
+    _print_status(settings)
+
+
+@infra_app.command("down")
+def infra_down(ctx: typer.Context) -> None:
+    """Stop the local Kafka broker and the embedded Milvus server, if they run."""
+    settings = _settings(ctx)
+    try:
+        infra.stop_kafka(settings)
+        infra.stop_milvus_server(settings)
+    except infra.InfraError as exc:
+        raise _fail(str(exc)) from exc
+    console.print("local services stopped")
+
+
+@infra_app.command("status")
+def infra_status(ctx: typer.Context) -> None:
+    """Is Kafka reachable (and which topics exist)? Is Milvus reachable?"""
+    if not _print_status(_settings(ctx)):
+        raise typer.Exit(code=1)
+
+
+def _print_status(settings: Settings) -> bool:
+    statuses = [asyncio.run(infra.kafka_status(settings)), infra.milvus_status(settings)]
+    table = Table(title="sonicbus services")
+    for column in ("service", "address", "state", "detail"):
+        table.add_column(column)
+    for status in statuses:
+        state = "[green]reachable[/green]" if status.reachable else "[red]unreachable[/red]"
+        items = ", ".join(f"{name} ({n})" for name, n in sorted(status.items.items()))
+        detail = status.detail + (f": {items}" if items else "")
+        table.add_row(status.name, status.address, state, detail)
+    console.print(table)
+    return all(s.reachable for s in statuses)
+
+
+@app.command("topics")
+def topics_command(
+    ctx: typer.Context,
+    create: Annotated[bool, typer.Option(help="Create missing sonicbus topics first.")] = False,
+) -> None:
+    """List the topics on the broker with their partition counts."""
+    settings = _settings(ctx)
+    try:
+        if create:
+            asyncio.run(ensure_topics(settings.kafka, settings.topics))
+        topics = asyncio.run(list_topics(settings.kafka))
+    except Exception as exc:
+        raise _fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    table = Table(title=f"topics on {settings.kafka.bootstrap_servers}")
+    table.add_column("topic")
+    table.add_column("partitions", justify="right")
+    for name, partitions in sorted(topics.items()):
+        table.add_row(name, str(partitions))
+    console.print(table)
+
+
+@app.command("config")
+def config_command(ctx: typer.Context) -> None:
+    """Print the effective settings (env SONICBUS_*, TOML file, defaults) as JSON."""
+    settings = _settings(ctx)
+    console.print_json(settings.model_dump_json())
+
+
+@schemas_app.command("export")
+def schemas_export(
+    folder: Annotated[Path, typer.Argument(help="Folder to write <topic>.schema.json files into.")],
+) -> None:
+    """Write the JSON Schema of every topic's records, for clients in other languages."""
+    from pipeline.schemas import export_json_schemas
+
+    for path in export_json_schemas(folder):
+        console.print(str(path))
+
+
+@schemas_app.command("show")
+def schemas_show(
+    family: Annotated[str, typer.Argument(help="tracks, embeddings, dlq, requests or replies")],
+) -> None:
+    """Print one topic family's JSON Schema."""
+    from pipeline.schemas import json_schemas
+
+    schemas = json_schemas()
+    if family not in schemas:
+        raise _fail(f"unknown topic family {family!r}; choose from {', '.join(schemas)}")
+    print(json.dumps(schemas[family], indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

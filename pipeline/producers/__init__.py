@@ -1,0 +1,1 @@
+"""Producers: filesystem watcher, Navidrome scan, re-embed replay, scheduler."""

@@ -1,0 +1,33 @@
+"""The `embeddings` topic: one record after each successful upsert or delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from pipeline.schemas.base import Record, utc_now
+
+
+class StageTimings(BaseModel):
+    decode_ms: float = 0.0
+    embed_ms: float = 0.0
+    upsert_ms: float = 0.0
+
+
+class NearDuplicate(BaseModel):
+    track_id: str
+    similarity: float
+
+
+class EmbeddingEvent(Record):
+    track_id: str = Field(min_length=1, max_length=256)
+    model: str
+    model_version: str
+    status: Literal["embedded", "skipped_unchanged", "deleted"]
+    dim: int = Field(0, ge=0)
+    collection: str
+    timings: StageTimings = Field(default_factory=StageTimings)
+    near_duplicates: list[NearDuplicate] = Field(default_factory=list)
+    emitted_at: datetime = Field(default_factory=utc_now)

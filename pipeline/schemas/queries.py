@@ -1,0 +1,165 @@
+"""The `requests` and `replies` topics: recommendation queries and their answers.
+
+One request schema with a `type` field (a discriminated union), so a client in
+any language sends plain JSON and gets a validation error that names the
+field. The reply always arrives: with results, or with `error` set.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+
+from pipeline.schemas.base import Record, SchemaError, describe_validation_error, utc_now
+
+MAX_LIMIT = 500
+MAX_PROMPT_CHARS = 2000
+
+QueryType = Literal["recommend", "text", "similar", "path", "alchemy", "fingerprint", "duplicates"]
+
+
+class WeightedSeed(BaseModel):
+    track_id: str = Field(min_length=1, max_length=256)
+    weight: float = Field(1.0, ge=-10, le=10)
+
+
+class DirectEmbedding(BaseModel):
+    """A caller-supplied vector for one model (must match that model's dimension)."""
+
+    model: str
+    vector: list[float] = Field(min_length=1, max_length=32768)
+    weight: float = Field(1.0, ge=-10, le=10)
+
+    @field_validator("vector")
+    @classmethod
+    def _finite(cls, value: list[float]) -> list[float]:
+        if not all(math.isfinite(x) for x in value):
+            raise ValueError("vector contains NaN or infinity")
+        return value
+
+
+class QueryBase(Record):
+    request_id: str = Field(min_length=1, max_length=128)
+    limit: int = Field(25, ge=1, description=f"Results wanted; clamped to {MAX_LIMIT}.")
+    models: list[str] = Field(default_factory=lambda: ["musicnn"], min_length=1, max_length=8)
+    exclude_track_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    max_per_artist: int | None = Field(None, ge=1)
+    deadline_ms: int | None = Field(
+        None, ge=1, description="Epoch milliseconds after which the answer is useless."
+    )
+    user_id: str | None = Field(None, description="Navidrome user, for personal modes.")
+
+
+class RecommendRequest(QueryBase):
+    type: Literal["recommend"] = "recommend"
+    seeds: list[WeightedSeed] = Field(default_factory=list, max_length=1000)
+    embeddings: list[DirectEmbedding] = Field(default_factory=list, max_length=16)
+    seed_mode: Literal["explicit", "recent", "favorites", "all", "discovery"] = "explicit"
+    merge: Literal["union", "intersection", "priority"] = "union"
+    min_model_agreement: int = Field(1, ge=1, le=8)
+    diversity: float = Field(0.0, ge=0.0, le=1.0, description="MMR lambda; 0 = pure similarity.")
+    dislike_track_ids: list[str] = Field(default_factory=list, max_length=1000)
+    negative_prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
+        default_factory=list, max_length=16
+    )
+    penalty: float = Field(0.85, ge=0.0, le=1.0)
+    duplicate_threshold: float | None = Field(0.02, ge=0.0, le=2.0)
+
+
+class TextRequest(QueryBase):
+    type: Literal["text"] = "text"
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
+        default_factory=list, max_length=16
+    )
+    penalty: float = Field(0.85, ge=0.0, le=1.0)
+
+
+class SimilarRequest(QueryBase):
+    type: Literal["similar"] = "similar"
+    track_id: str = Field(min_length=1, max_length=256)
+    ordering: Literal["ranked", "radius_walk"] = "ranked"
+
+
+class PathRequest(QueryBase):
+    type: Literal["path"] = "path"
+    start_track_id: str = Field(min_length=1, max_length=256)
+    end_track_id: str = Field(min_length=1, max_length=256)
+    steps: int = Field(10, ge=2, le=200)
+    interpolation: Literal["linear", "spherical"] = "linear"
+    exact_length: bool = False
+
+
+class AlchemyRequest(QueryBase):
+    type: Literal["alchemy"] = "alchemy"
+    add_track_ids: list[str] = Field(min_length=1, max_length=1000)
+    subtract_track_ids: list[str] = Field(default_factory=list, max_length=1000)
+    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    subtract_threshold: float = Field(0.2, ge=0.0, le=2.0)
+
+
+class FingerprintRequest(QueryBase):
+    type: Literal["fingerprint"] = "fingerprint"
+    seeds: list[WeightedSeed] = Field(default_factory=list, max_length=1000)
+    half_life_days: float = Field(30.0, gt=0)
+
+
+class DuplicatesRequest(QueryBase):
+    type: Literal["duplicates"] = "duplicates"
+    threshold: float = Field(0.02, ge=0.0, le=2.0, description="Cosine distance below = duplicate.")
+
+
+QueryRequest = Annotated[
+    RecommendRequest
+    | TextRequest
+    | SimilarRequest
+    | PathRequest
+    | AlchemyRequest
+    | FingerprintRequest
+    | DuplicatesRequest,
+    Field(discriminator="type"),
+]
+query_request_adapter: TypeAdapter[QueryRequest] = TypeAdapter(QueryRequest)
+
+
+class ScoredTrack(BaseModel):
+    track_id: str
+    score: float
+    artist: str | None = None
+    title: str | None = None
+    album: str | None = None
+    found_by: list[str] = Field(default_factory=list)
+
+
+class QueryError(BaseModel):
+    code: Literal[
+        "invalid_request", "unknown_type", "not_found", "unavailable", "timeout", "internal"
+    ]
+    message: str = Field(max_length=4000)
+
+
+class QueryReply(Record):
+    request_id: str
+    type: str | None = None
+    ok: bool = True
+    tracks: list[ScoredTrack] = Field(default_factory=list)
+    extra: dict[str, list[ScoredTrack]] = Field(
+        default_factory=dict, description="Secondary lists, e.g. alchemy's filtered tracks."
+    )
+    warnings: list[str] = Field(default_factory=list)
+    error: QueryError | None = None
+    elapsed_ms: float = 0.0
+    answered_at: datetime = Field(default_factory=utc_now)
+
+
+def parse_query_request(raw: bytes | str | None) -> QueryRequest:
+    """Decode a request; a `SchemaError` names the offending field or unknown type."""
+    if raw is None:
+        raise SchemaError("QueryRequest: empty value")
+    try:
+        return query_request_adapter.validate_json(raw)
+    except ValidationError as exc:
+        raise SchemaError(f"QueryRequest: {describe_validation_error(exc)}") from exc

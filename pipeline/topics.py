@@ -1,0 +1,121 @@
+"""Topic layout, and the idempotent bootstrapper that creates it.
+
+`tracks` is log-compacted: its latest value per key is the catalog, so
+replaying it from the start re-embeds the whole library.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.bus import make_admin
+from pipeline.config import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(topics: TopicSettings, max_message_bytes: int) -> list[TopicSpec]:
+    """Every topic sonicbus needs, with its configuration."""
+    common = {"max.message.bytes": str(max_message_bytes)}
+    rf = topics.replication_factor
+    return [
+        TopicSpec(
+            topics.tracks,
+            topics.partitions,
+            rf,
+            {
+                **common,
+                "cleanup.policy": "compact",
+                "min.compaction.lag.ms": "60000",
+                "delete.retention.ms": str(24 * 3600 * 1000),
+            },
+        ),
+        TopicSpec(
+            topics.embeddings,
+            topics.partitions,
+            rf,
+            {**common, "retention.ms": str(7 * 24 * 3600 * 1000)},
+        ),
+        TopicSpec(topics.dlq, 1, rf, {**common, "retention.ms": str(topics.dlq_retention_ms)}),
+        TopicSpec(
+            topics.requests, topics.partitions, rf, {**common, "retention.ms": str(3600 * 1000)}
+        ),
+        TopicSpec(
+            topics.replies,
+            topics.reply_partitions,
+            rf,
+            {**common, "retention.ms": str(3600 * 1000)},
+        ),
+    ]
+
+
+async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
+    """Create missing topics; existing ones are left as they are. Returns the created names."""
+    specs = topic_specs(topics, kafka.max_message_bytes)
+    admin = make_admin(kafka)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        created = []
+        for spec in missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            spec.name,
+                            spec.partitions,
+                            spec.replication_factor,
+                            topic_configs=spec.config,
+                        )
+                    ]
+                )
+                created.append(spec.name)
+                log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()
+
+
+async def list_topics(kafka: KafkaSettings) -> dict[str, int]:
+    """Topic name -> partition count, internal topics left out."""
+    admin = make_admin(kafka)
+    await admin.start()
+    try:
+        names = [n for n in await admin.list_topics() if not n.startswith("__")]
+        described = await admin.describe_topics(names) if names else []
+        return {t["topic"]: len(t["partitions"]) for t in described}
+    finally:
+        await admin.close()
+
+
+async def topic_config(kafka: KafkaSettings, topic: str) -> dict[str, str]:
+    """The effective configuration of one topic, as the broker reports it."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = make_admin(kafka)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        config = {}
+        for response in responses:
+            for resource in response.resources:
+                for entry in resource[4]:
+                    config[entry[0]] = entry[1]
+        return config
+    finally:
+        await admin.close()
