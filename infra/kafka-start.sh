@@ -7,9 +7,17 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 pidfile="$KAFKA_DATA/kafka.pid"
-if pid_alive "$pidfile" && port_open "$KAFKA_PORT"; then
-  log "Kafka already running on 127.0.0.1:$KAFKA_PORT (pid $(cat "$pidfile"))"
-  exit 0
+if pid_alive "$pidfile"; then
+  # Ours, running or still starting (another caller started it): wait for its port.
+  for i in $(seq 1 120); do
+    if port_open "$KAFKA_PORT"; then
+      log "Kafka already running on 127.0.0.1:$KAFKA_PORT (pid $(cat "$pidfile"))"
+      exit 0
+    fi
+    sleep 0.5
+  done
+  log "Kafka (pid $(cat "$pidfile")) is not answering on port $KAFKA_PORT; see $KAFKA_DATA/server.log"
+  exit 1
 fi
 if port_open "$KAFKA_PORT"; then
   log "port $KAFKA_PORT is taken by another process; set SONICBUS_KAFKA__LOCAL_PORT"

@@ -18,9 +18,29 @@ MilvusClient(uri=f"http://127.0.0.1:{sys.argv[1]}", timeout=3).list_collections(
 PY
 }
 
-if pid_alive "$pidfile" && ready; then
-  log "Milvus already running on 127.0.0.1:$MILVUS_PORT (pid $(cat "$pidfile"))"
-  exit 0
+wait_ready() {
+  local i
+  for i in $(seq 1 180); do
+    if ! pid_alive "$pidfile"; then
+      log "Milvus exited during start; last lines of its log:"
+      tail -n 20 "$MILVUS_DATA/stdout.log" >&2 || true
+      rm -f "$pidfile"
+      return 1
+    fi
+    if port_open "$MILVUS_PORT" && ready; then
+      log "Milvus ready on 127.0.0.1:$MILVUS_PORT (pid $(cat "$pidfile"))"
+      return 0
+    fi
+    sleep 1
+  done
+  log "Milvus did not become ready in 180 s; see $MILVUS_DATA/stdout.log"
+  return 1
+}
+
+if pid_alive "$pidfile"; then
+  # Ours, already running or still starting (another caller started it): wait for it.
+  wait_ready
+  exit $?
 fi
 if port_open "$MILVUS_PORT"; then
   log "port $MILVUS_PORT is taken by another process; set SONICBUS_MILVUS__LOCAL_PORT"
@@ -32,18 +52,4 @@ log "starting Milvus server on 127.0.0.1:$MILVUS_PORT (data $MILVUS_DATA)"
 setsid nohup "$server" --data "$MILVUS_DATA" --proxy-port "$MILVUS_PORT" \
   > "$MILVUS_DATA/stdout.log" 2>&1 < /dev/null &
 echo $! > "$pidfile"
-for i in $(seq 1 180); do
-  if ! pid_alive "$pidfile"; then
-    log "Milvus exited during start; last lines of its log:"
-    tail -n 20 "$MILVUS_DATA/stdout.log" >&2 || true
-    rm -f "$pidfile"
-    exit 1
-  fi
-  if port_open "$MILVUS_PORT" && ready; then
-    log "Milvus ready after ~$i s (pid $(cat "$pidfile"))"
-    exit 0
-  fi
-  sleep 1
-done
-log "Milvus did not become ready in 180 s; see $MILVUS_DATA/stdout.log"
-exit 1
+wait_ready

@@ -13,7 +13,9 @@ from rich.table import Table
 
 from pipeline import infra
 from pipeline.config import Settings, load_settings
+from pipeline.consumers.commands import register as register_consumer_commands
 from pipeline.logs import setup_logging
+from pipeline.producers.commands import register as register_producer_commands
 from pipeline.topics import ensure_topics, list_topics
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ infra_app = typer.Typer(help="Local Kafka broker and Milvus for development and 
 schemas_app = typer.Typer(help="The wire contract: JSON Schemas of every topic.")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
+register_producer_commands(app)
+register_consumer_commands(app)
 
 console = Console()
 
@@ -167,6 +171,42 @@ def schemas_show(
     if family not in schemas:
         raise _fail(f"unknown topic family {family!r}; choose from {', '.join(schemas)}")
     print(json.dumps(schemas[family], indent=2))
+
+
+@app.command("up")
+def up_command(
+    ctx: typer.Context,
+    music_dirs: Annotated[
+        list[Path], typer.Argument(help="Music folders to scan, watch and embed.")
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Embedding model(s); default: embed.models setting."),
+    ] = None,
+) -> None:
+    """The main job: local Kafka + Milvus, the watcher and the embedders, supervised."""
+    from models.registry import available_models
+    from pipeline.mainjob import prepare_services, run_main_job
+
+    settings = _settings(ctx)
+    missing = [str(d) for d in music_dirs if not d.is_dir()]
+    if missing:
+        raise _fail(f"music folder not found: {', '.join(missing)}")
+    models = model or settings.embed.models
+    unknown = [m for m in models if m not in available_models()]
+    if unknown:
+        raise _fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
+    try:
+        prepare_services(settings)
+    except infra.InfraError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:
+        raise _fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    console.print(
+        f"Kafka {settings.kafka.bootstrap_servers} · Milvus {settings.milvus_uri} · "
+        f"models {', '.join(models)} · music {', '.join(map(str, music_dirs))}"
+    )
+    asyncio.run(run_main_job(settings, music_dirs, models, console))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -113,6 +113,135 @@ class MilvusSettings(BaseModel):
     local_port: int = Field(19530, description="Port of the Milvus server `infra` starts.")
 
 
+class EmbedSettings(BaseModel):
+    """The embedding consumers (`embed-<model>` groups) and the models they run."""
+
+    models: list[str] = Field(
+        default_factory=lambda: ["musicnn"], description="Models `sonicbus up` embeds with."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device.")
+    weights_dir: Path | None = Field(
+        None, description="Folder with one sub-folder of weights per model (muq, mert, ...)."
+    )
+    batch_tracks: int = Field(8, ge=1, le=256, description="Tracks per consumed batch.")
+    idle_unload_s: float = Field(300.0, ge=0, description="Unload a model after idle seconds.")
+    decode_timeout_s: float = Field(120.0, gt=0, description="Give up decoding a file after.")
+    max_duration_s: float = Field(1800.0, gt=0, description="Embed at most this much of a file.")
+    duplicate_similarity: float = Field(
+        0.995,
+        ge=0,
+        le=1,
+        description="Cosine similarity above which a new track is reported "
+        "as a near-duplicate of a stored one.",
+    )
+    max_attempts: int = Field(5, ge=1, description="Handler retries before dead-lettering.")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model options, keyed by model name "
+        '(e.g. {"mert": {"layers": [4, 8, 12]}})',
+    )
+
+
+DEFAULT_AUDIO_EXTENSIONS = (
+    "mp3",
+    "flac",
+    "ogg",
+    "oga",
+    "opus",
+    "m4a",
+    "aac",
+    "wav",
+    "aif",
+    "aiff",
+    "wma",
+)
+
+
+class WatcherSettings(BaseModel):
+    """The filesystem watcher: which folders it reads, and when a changed file counts as done."""
+
+    roots: list[Path] = Field(
+        default_factory=list,
+        description="Music folders to scan and watch (the DIR arguments of `sonicbus watch` "
+        "replace them).",
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_AUDIO_EXTENSIONS),
+        description="Audio file extensions, lower case, without the dot.",
+    )
+    settle_s: float = Field(
+        0.5,
+        ge=0,
+        description="A changed file is read once its size and mtime stayed the same this long: "
+        "a copy in progress is not a track yet.",
+    )
+    debounce_ms: int = Field(
+        200, ge=10, description="File system notifications are grouped over this window."
+    )
+    force_polling: bool = Field(
+        False, description="Poll instead of inotify (network shares that send no events)."
+    )
+    poll_delay_ms: int = Field(500, ge=50, description="Polling interval when polling.")
+    workers: int = Field(4, ge=1, description="Threads that read tags and hash files.")
+    batch_size: int = Field(256, ge=1, description="Files inspected and published per batch.")
+    max_deletions: int = Field(
+        500,
+        ge=0,
+        description="Most tombstones one scan or one burst of deletions may publish; above "
+        "this (or above max_deletion_ratio) nothing is removed and the refusal is logged.",
+    )
+    max_deletion_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Largest share of the known tracks under the watched folders that one "
+        "scan may remove (an unmounted disk looks like an empty library).",
+    )
+
+
+class NavidromeSettings(BaseModel):
+    """Where the Navidrome library is read from: its SQLite file or its Subsonic API."""
+
+    db_path: Path | None = Field(
+        None,
+        description="navidrome.db, opened read-only. Also lets the watcher use Navidrome's "
+        "track ids.",
+    )
+    url: str | None = Field(None, description="Base URL of the Navidrome server (Subsonic API).")
+    user: str | None = Field(None, description="Subsonic user name.")
+    password: SecretStr | None = Field(
+        None, description="Subsonic password (SONICBUS_NAVIDROME__PASSWORD)."
+    )
+    client_name: str = Field("sonicbus", description="Subsonic client name (the `c` parameter).")
+    api_version: str = Field("1.16.1", description="Subsonic API version sent to the server.")
+    page_size: int = Field(500, ge=1, le=500, description="Songs per search3 page.")
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one Subsonic request.")
+    retries: int = Field(2, ge=0, description="Retries of a Subsonic request that failed.")
+    busy_timeout_s: float = Field(
+        10.0, ge=0, description="How long to wait for a locked Navidrome database."
+    )
+    path_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Navidrome path prefix -> the same folder on this machine, e.g. "
+        '{"/music": "/srv/music"} when Navidrome runs in a container.',
+    )
+    schedule: str | None = Field(
+        None, description="Cron expression of scheduled scans (e.g. '*/15 * * * *')."
+    )
+    max_deletions: int = Field(
+        500,
+        ge=0,
+        description="Most tombstones one scan may publish; a scan above this (or above "
+        "max_deletion_ratio) publishes nothing and reports why.",
+    )
+    max_deletion_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Largest share of the known Navidrome tracks one scan may remove.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of sonicbus. See `sonicbus config` for the effective values."""
 
@@ -133,6 +262,9 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    watcher: WatcherSettings = Field(default_factory=WatcherSettings)
+    navidrome: NavidromeSettings = Field(default_factory=NavidromeSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
 
     @classmethod
     def settings_customise_sources(

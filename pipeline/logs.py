@@ -51,3 +51,7 @@ def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
         "httpx",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
+    # implement (AllocTimestamp, asked while an index is created); the client
+    # copes, and real failures reach the caller as exceptions.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)

@@ -1,0 +1,293 @@
+"""The `embed-<model>` consumer group: tracks in, vectors in Milvus, events out.
+
+For each batch of `tracks` records (stages, in order):
+1. tombstones delete the track's row;
+2. tracks whose fingerprint and model_version are already stored are skipped;
+3. audio is decoded in threads, each file under a timeout (undecodable ->
+   dead letter, stage `audio`);
+4. the model embeds the decoded tracks together (batched forward passes);
+5. each new vector is checked against the collection for near-duplicates;
+6. rows are upserted and flushed (Milvus down -> TransientError: the worker
+   rewinds and retries, committing nothing);
+7. an `EmbeddingEvent` per track is published; the worker then commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from models.base import ManagedModel, ModelOptions, TrackAudio, TrackEmbedding
+from models.registry import create_model
+from pipeline.audio import AudioDecodeError, DecodeLimits, decode_audio
+from pipeline.bus import make_consumer, make_producer
+from pipeline.config import Settings
+from pipeline.consumers.worker import (
+    BatchWorker,
+    Delivery,
+    Failure,
+    PermanentError,
+    TransientError,
+)
+from pipeline.schemas import EmbeddingEvent, TrackEvent
+from pipeline.schemas.embeddings import NearDuplicate, StageTimings
+from pipeline.store import StoreUnavailable, VectorRow, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+def group_id(model: str) -> str:
+    return f"embed-{model}"
+
+
+def model_options(settings: Settings, model: str) -> ModelOptions:
+    embed = settings.embed
+    return ModelOptions(
+        device=embed.device,
+        weights_dir=embed.weights_dir / model if embed.weights_dir else None,
+        cache_dir=settings.cache_dir,
+        idle_unload_s=embed.idle_unload_s,
+        params=settings.embed.params.get(model, {}),
+    )
+
+
+@dataclass
+class Decoded:
+    delivery: Delivery[TrackEvent]
+    audio: TrackAudio
+    decode_ms: float
+
+
+class Embedder:
+    """The handler of one model's consumer group (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ManagedModel,
+        store: VectorStore,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.store = store
+        self.producer = producer
+        self.collection = store.collection_name(model.model.name)
+        self.limits = DecodeLimits(max_duration_s=settings.embed.max_duration_s)
+
+    async def prepare(self) -> None:
+        await self._store_call(self.store.ensure_collection, self.collection, self.model.model.dim)
+
+    async def _store_call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except StoreUnavailable as exc:
+            raise TransientError(str(exc)) from exc
+
+    async def handle(self, batch: list[Delivery[TrackEvent]]) -> list[Failure]:
+        events: list[EmbeddingEvent] = []
+        failures: list[Failure] = []
+        latest = _latest_per_key(batch)
+        removed = [d.key for d in latest if d.is_tombstone and d.key]
+        if removed:
+            await self._store_call(self.store.delete, self.collection, removed)
+            events += [self._event(key, "deleted") for key in removed]
+
+        todo = [d for d in latest if d.value is not None]
+        todo, skipped = await self._split_unchanged(todo)
+        events += [self._event(d.value.track_id, "skipped_unchanged") for d in skipped]  # type: ignore[union-attr]
+
+        decoded, decode_failures = await self._decode_all(todo)
+        failures += decode_failures
+        if decoded:
+            started = time.perf_counter()
+            embeddings = await asyncio.to_thread(self.model.embed, [d.audio for d in decoded])
+            embed_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+            duplicates = await self._near_duplicates(embeddings)
+            started = time.perf_counter()
+            rows = [
+                self._row(d.delivery.value, e) for d, e in zip(decoded, embeddings, strict=True)
+            ]  # type: ignore[arg-type]
+            await self._store_call(self.store.upsert, self.collection, rows)
+            upsert_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+            for d, e in zip(decoded, embeddings, strict=True):
+                timings = StageTimings(
+                    decode_ms=d.decode_ms, embed_ms=embed_ms, upsert_ms=upsert_ms
+                )
+                events.append(
+                    self._event(e.track_id, "embedded", timings, duplicates.get(e.track_id, []))
+                )
+        await self._publish(events)
+        return failures
+
+    async def _split_unchanged(
+        self, deliveries: list[Delivery[TrackEvent]]
+    ) -> tuple[list[Delivery[TrackEvent]], list[Delivery[TrackEvent]]]:
+        if not deliveries:
+            return [], []
+        ids = [d.value.track_id for d in deliveries]  # type: ignore[union-attr]
+        stored = await self._store_call(self.store.get, self.collection, ids)
+        version = self.model.model.model_version
+        todo, skipped = [], []
+        for d in deliveries:
+            event = d.value
+            assert event is not None
+            row = stored.get(event.track_id)
+            token = event.fingerprint.token() if event.fingerprint else None
+            if row and token and row["fingerprint"] == token and row["model_version"] == version:
+                skipped.append(d)
+            else:
+                todo.append(d)
+        return todo, skipped
+
+    async def _decode_all(
+        self, deliveries: list[Delivery[TrackEvent]]
+    ) -> tuple[list[Decoded], list[Failure]]:
+        results = await asyncio.gather(*(self._decode(d) for d in deliveries))
+        decoded = [r for r in results if isinstance(r, Decoded)]
+        failures = [r for r in results if isinstance(r, Failure)]
+        return decoded, failures
+
+    async def _decode(self, delivery: Delivery[TrackEvent]) -> Decoded | Failure:
+        event = delivery.value
+        assert event is not None
+        segment = event.segment
+        started = time.perf_counter()
+        try:
+            samples = await asyncio.wait_for(
+                asyncio.to_thread(
+                    decode_audio,
+                    event.path,
+                    self.model.model.sample_rate,
+                    segment.start_s if segment else 0.0,
+                    segment.end_s if segment else None,
+                    self.limits,
+                ),
+                timeout=self.settings.embed.decode_timeout_s,
+            )
+        except AudioDecodeError as exc:
+            return Failure(delivery, PermanentError(str(exc), stage="audio"))
+        except TimeoutError:
+            message = f"decoding {event.path} took over {self.settings.embed.decode_timeout_s} s"
+            return Failure(delivery, PermanentError(message, stage="audio"))
+        elapsed = (time.perf_counter() - started) * 1000
+        return Decoded(delivery, TrackAudio(event.track_id, samples), elapsed)
+
+    async def _near_duplicates(
+        self, embeddings: list[TrackEmbedding]
+    ) -> dict[str, list[NearDuplicate]]:
+        """Stored tracks almost identical to a new one (same recording, other file)."""
+        threshold = self.settings.embed.duplicate_similarity
+        hits = await self._store_call(
+            self.store.search, self.collection, [e.vector for e in embeddings], 3, "", ()
+        )
+        found: dict[str, list[NearDuplicate]] = {}
+        for embedding, candidates in zip(embeddings, hits, strict=True):
+            close = [
+                NearDuplicate(track_id=h.track_id, similarity=round(h.score, 5))
+                for h in candidates
+                if h.track_id != embedding.track_id and h.score >= threshold
+            ]
+            if close:
+                found[embedding.track_id] = close
+                log.info(
+                    "near-duplicate: %s ~ %s",
+                    embedding.track_id,
+                    ", ".join(c.track_id for c in close),
+                    extra={"track_id": embedding.track_id},
+                )
+        return found
+
+    def _row(self, event: TrackEvent, embedding: TrackEmbedding) -> VectorRow:
+        meta = event.metadata
+        return VectorRow(
+            track_id=event.track_id,
+            vector=embedding.vector,
+            artist=meta.artist or "",
+            title=meta.title or "",
+            album=meta.album or "",
+            duration=meta.duration_s or 0.0,
+            fingerprint=event.fingerprint.token() if event.fingerprint else "",
+            model_version=self.model.model.model_version,
+            extra={**embedding.extra, "path": event.path},
+        )
+
+    def _event(
+        self,
+        track_id: str,
+        status: str,
+        timings: StageTimings | None = None,
+        duplicates: list[NearDuplicate] | None = None,
+    ) -> EmbeddingEvent:
+        return EmbeddingEvent(
+            track_id=track_id,
+            model=self.model.model.name,
+            model_version=self.model.model.model_version,
+            status=status,  # type: ignore[arg-type]
+            dim=self.model.model.dim,
+            collection=self.collection,
+            timings=timings or StageTimings(),
+            near_duplicates=duplicates or [],
+        )
+
+    async def _publish(self, events: list[EmbeddingEvent]) -> None:
+        topic = self.settings.topics.embeddings
+        futures = [
+            await self.producer.send(topic, e.to_bytes(), key=e.track_id.encode()) for e in events
+        ]
+        await asyncio.gather(*futures)
+
+
+def _latest_per_key(batch: list[Delivery[TrackEvent]]) -> list[Delivery[TrackEvent]]:
+    """Within one batch only the newest record per track matters (compaction semantics)."""
+    latest: dict[str | None, Delivery[TrackEvent]] = {}
+    for delivery in batch:
+        key = delivery.key if delivery.value is None else delivery.value.track_id
+        latest[key] = delivery
+    return list(latest.values())
+
+
+async def run_embedder(
+    settings: Settings, model_name: str, stop: asyncio.Event, store: VectorStore | None = None
+) -> None:
+    """Run one model's consumer until `stop` is set (the `sonicbus embed` process)."""
+    own_store = store is None
+    if store is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = VectorStore(settings.milvus, settings.milvus_uri)
+    model = create_model(model_name, model_options(settings, model_name))
+    producer = make_producer(settings.kafka, role=f"embed-{model_name}")
+    consumer = make_consumer(
+        settings.kafka,
+        settings.topics.tracks,
+        group_id=group_id(model_name),
+        role=f"embed-{model_name}",
+        max_poll_interval_ms=900_000,
+    )
+    embedder = Embedder(settings, model, store, producer)
+    await producer.start()
+    try:
+        await embedder.prepare()
+        await consumer.start()
+        worker = BatchWorker(
+            consumer=consumer,
+            producer=producer,
+            dlq_topic=settings.topics.dlq,
+            group_id=group_id(model_name),
+            schema=TrackEvent,
+            handler=embedder.handle,
+            batch_size=settings.embed.batch_tracks,
+            max_attempts=settings.embed.max_attempts,
+        )
+        log.info("embedding with %s (group %s)", model_name, group_id(model_name))
+        await worker.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        model.close()
+        if own_store:
+            store.close()

@@ -1,0 +1,95 @@
+"""`sonicbus up MUSIC_DIR`: the whole pipeline on one machine, in one process tree.
+
+Starts the local Kafka broker (when the settings point at it) and creates the
+topics, opens Milvus (Lite by default), then runs the filesystem watcher and
+one embedder per configured model under a `Supervisor`, with a live status
+line. Milvus Lite serves one process at a time, so every component shares the
+single `VectorStore` opened here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from pipeline import infra
+from pipeline.bus import make_producer
+from pipeline.config import Settings
+from pipeline.consumers.embedder import run_embedder
+from pipeline.producers.filesystem import FilesystemWatcher
+from pipeline.store import VectorStore
+from pipeline.supervisor import Supervisor
+from pipeline.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def prepare_services(settings: Settings) -> None:
+    """Local broker up (if it is ours) and topics created; raises InfraError otherwise."""
+    if infra.local_kafka_configured(settings):
+        infra.start_kafka(settings)
+    asyncio.run(ensure_topics(settings.kafka, settings.topics))
+
+
+def status_line(supervisor: Supervisor, watcher: FilesystemWatcher, counts: dict[str, int]) -> Text:
+    parts = []
+    for name, state in supervisor.states.items():
+        colour = {"running": "green", "restarting": "yellow"}.get(state.state, "red")
+        restarts = f" ({state.restarts} restarts)" if state.restarts else ""
+        parts.append(f"[{colour}]{name} {state.state}[/{colour}]{restarts}")
+    known = len(watcher.catalog)
+    scan = "scanning" if not watcher.ready.is_set() else f"{known} tracks known"
+    stored = ", ".join(f"{model}: {n} embedded" for model, n in counts.items())
+    return Text.from_markup(" · ".join([*parts, scan, stored]) + "   (Ctrl+C stops)")
+
+
+async def run_main_job(
+    settings: Settings, roots: Sequence[Path], models: Sequence[str], console: Console
+) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = VectorStore(settings.milvus, settings.milvus_uri)
+    producer = make_producer(settings.kafka, role="watcher")
+    await producer.start()
+    watcher = FilesystemWatcher(settings, roots, producer, progress=False)
+    components = {"watcher": watcher.run}
+    for model in models:
+        components[f"embed-{model}"] = _embedder(settings, model, store)
+    supervisor = Supervisor(components)
+    supervisor.install_signal_handlers()
+    counts: dict[str, int] = dict.fromkeys(models, 0)
+    runner = asyncio.create_task(supervisor.run())
+    try:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while not runner.done():
+                counts = await asyncio.to_thread(_row_counts, store, models)
+                live.update(status_line(supervisor, watcher, counts))
+                await asyncio.wait({runner}, timeout=1.0)
+        await runner
+    finally:
+        await producer.stop()
+        store.close()
+    console.print("stopped cleanly")
+
+
+def _embedder(settings: Settings, model: str, store: VectorStore):  # type: ignore[no-untyped-def]
+    async def component(stop: asyncio.Event) -> None:
+        await run_embedder(settings, model, stop, store=store)
+
+    return component
+
+
+def _row_counts(store: VectorStore, models: Sequence[str]) -> dict[str, int]:
+    counts = {}
+    for model in models:
+        name = store.collection_name(model)
+        try:
+            counts[model] = store.count(name) if store.has_collection(name) else 0
+        except Exception:  # status only: a busy store must not stop the job
+            counts[model] = -1
+    return counts

@@ -1,0 +1,37 @@
+"""docker-compose.yml is a valid Compose file with a service per sonicbus process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compose_command() -> list[str] | None:
+    """Docker Compose v2, as a docker plugin or a standalone binary, if installed."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    # The standalone v2 binary; the old Python `docker-compose` (v1) predates the spec.
+    path = shutil.which("docker-compose-v2")
+    return [path] if path else None
+
+
+def test_compose_file_is_accepted_by_docker_compose() -> None:
+    command = compose_command()
+    if command is None:
+        pytest.skip("Docker Compose v2 is not installed on this machine")
+    result = subprocess.run(
+        [*command, "-f", str(REPO / "docker-compose.yml"), "config", "--services"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    services = set(result.stdout.split())
+    assert {"kafka", "milvus", "etcd", "minio", "topics", "watcher", "embed-musicnn"} <= services

@@ -1,0 +1,180 @@
+"""The `embed-musicnn` group on the real broker and real Milvus, with real MusiCNN weights.
+
+The user's story: tracks are published, vectors appear in Milvus with their
+tags; a corrupt file is dead-lettered without blocking the tracks behind it;
+an unchanged track is skipped; a removed track disappears; and a consumer
+killed with SIGKILL mid-batch loses nothing when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.config import EmbedSettings, MilvusSettings, Settings
+from pipeline.consumers.embedder import run_embedder
+from pipeline.schemas import DeadLetter, EmbeddingEvent, TrackEvent
+from pipeline.store import VectorStore
+from tests.test_bus_kafka import drain
+
+SR = 22050
+
+
+def write_song(path: Path, seconds: float, seed: int) -> None:
+    """A few seconds of 'music': a chord with a beat and some noise, seeded per song."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    freqs = rng.uniform(110, 880, size=3)
+    tone = sum(np.sin(2 * np.pi * f * t) for f in freqs) / 3
+    beat = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > 0.9).astype(float)
+    audio = 0.4 * tone + 0.3 * beat * rng.normal(size=t.size) + 0.02 * rng.normal(size=t.size)
+    sf.write(path, audio.astype(np.float32), SR)
+
+
+def track_event(path: Path, track_id: str) -> TrackEvent:
+    stat = path.stat()
+    return TrackEvent(
+        track_id=track_id,
+        path=str(path),
+        metadata={"title": track_id, "artist": f"artist of {track_id}", "duration_s": 6.0},
+        fingerprint={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fast_hash": "h"},
+    )
+
+
+async def publish(producer, settings: Settings, events: list[TrackEvent]) -> None:
+    for event in events:
+        await producer.send_and_wait(
+            settings.topics.tracks, event.to_bytes(), key=event.track_id.encode()
+        )
+
+
+async def wait_for(condition, timeout: float = 90.0, interval: float = 0.3) -> None:
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(condition):
+            await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def embed_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"embed": EmbedSettings(batch_tracks=2, idle_unload_s=0, device="cpu")}
+    )
+
+
+async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
+    embed_settings: Settings, producer, lite_store: VectorStore, tmp_path: Path
+) -> None:
+    settings = embed_settings
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"song{i}.{'wav' if i % 2 else 'flac'}")
+        write_song(paths[-1], seconds=6 + i, seed=i)
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + os.urandom(3000))
+    events = [track_event(p, f"t{i}") for i, p in enumerate(paths)]
+    events.insert(1, track_event(corrupt, "bad"))
+    await publish(producer, settings, events)
+
+    collection = lite_store.collection_name("musicnn")
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=lite_store))
+    try:
+        await wait_for(
+            lambda: lite_store.has_collection(collection) and lite_store.count(collection) == 4
+        )
+        letters = [
+            DeadLetter.from_bytes(r.value) for r in await drain(settings, settings.topics.dlq, 1)
+        ]
+        assert [(d.key, d.stage) for d in letters] == [("bad", "audio")]
+        assert "corrupt.flac" in letters[0].message
+
+        rows = lite_store.get(collection, [f"t{i}" for i in range(4)], with_vectors=True)
+        assert sorted(rows) == ["t0", "t1", "t2", "t3"]
+        for row in rows.values():
+            assert row["embedding"].shape == (600,)
+            assert np.isfinite(row["embedding"]).all()
+            assert len(row["extra"]["tags"]) == 50
+            assert all(0.0 <= p <= 1.0 for p in row["extra"]["tags"])
+            assert row["model_version"].startswith("musicnn-msd-")
+        assert rows["t2"]["artist"] == "artist of t2"
+
+        # Republishing unchanged tracks skips them; a tombstone removes one.
+        await publish(producer, settings, events[:2])
+        await producer.send_and_wait(settings.topics.tracks, None, key=b"t3")
+        await wait_for(lambda: lite_store.count(collection) == 3)
+        emitted = [
+            EmbeddingEvent.from_bytes(r.value)
+            for r in await drain(settings, settings.topics.embeddings, 6)
+        ]
+        statuses = sorted((e.track_id, e.status) for e in emitted)
+        assert ("t0", "skipped_unchanged") in statuses
+        assert ("t3", "deleted") in statuses
+        assert [e.dim for e in emitted if e.status == "embedded"] == [600] * 4
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+
+
+async def test_sigkill_mid_batch_loses_nothing(
+    embed_settings: Settings, producer, milvus_server: str, tmp_path: Path
+) -> None:
+    settings = embed_settings
+    prefix = f"crash_{settings.topics.prefix.strip('.')}_"
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"song{i:02d}.wav")
+        write_song(paths[-1], seconds=8, seed=100 + i)
+    expected = {f"c{i:02d}" for i in range(12)}
+    await publish(producer, settings, [track_event(p, f"c{i:02d}") for i, p in enumerate(paths)])
+
+    env = {
+        **os.environ,
+        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "SONICBUS_TOPICS__PREFIX": settings.topics.prefix,
+        "SONICBUS_MILVUS__URI": milvus_server,
+        "SONICBUS_MILVUS__COLLECTION_PREFIX": prefix,
+        "SONICBUS_EMBED__BATCH_TRACKS": "2",
+        "SONICBUS_EMBED__DEVICE": "cpu",
+        "SONICBUS_HOME": str(tmp_path / "home"),
+    }
+    command = [sys.executable, "-m", "pipeline.cli", "embed", "--model", "musicnn"]
+    store = VectorStore(MilvusSettings(collection_prefix=prefix), milvus_server)
+    collection = store.collection_name("musicnn")
+
+    def stored() -> int:
+        return store.count(collection) if store.has_collection(collection) else 0
+
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await wait_for(lambda: stored() >= 2, timeout=120, interval=0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        killed_at = stored()
+        assert killed_at < 12, "the consumer finished before it could be killed"
+
+        second = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            await wait_for(lambda: stored() == 12, timeout=120)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, err = second.communicate(timeout=60)
+            assert second.returncode == 0, err.decode()[-2000:]
+
+        ids = set(store.get(collection, sorted(expected)))
+        assert ids == expected
+        assert store.count(collection) == 12  # every track exactly once
+    finally:
+        if first.poll() is None:
+            first.kill()
+        store.drop_collection(collection)
+        store.close()
