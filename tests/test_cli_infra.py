@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.infra import port_open
 
-PORT = 39192
+PORT = int(os.environ.get("SONICBUS_TEST_KAFKA_PORT", "39092")) + 100
 
 
 def sonicbus(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -18,7 +18,7 @@ def sonicbus(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "SONICBUS_HOME": str(home),
         "SONICBUS_KAFKA__LOCAL_PORT": str(PORT),
         "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{PORT}",
-        "SONICBUS_MILVUS__LOCAL_PORT": "39193",
+        "SONICBUS_MILVUS__LOCAL_PORT": str(PORT + 1),
         "COLUMNS": "200",
     }
     return subprocess.run(

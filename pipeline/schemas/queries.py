@@ -23,7 +23,10 @@ QueryType = Literal["recommend", "text", "similar", "path", "alchemy", "fingerpr
 
 class WeightedSeed(BaseModel):
     track_id: str = Field(min_length=1, max_length=256)
-    weight: float = Field(1.0, ge=-10, le=10)
+    weight: float = Field(1.0, ge=-10, le=10, description="A negative weight makes a dislike.")
+    played_at: datetime | None = Field(
+        None, description="Last play (fingerprint: the weight decays with this age)."
+    )
 
 
 class DirectEmbedding(BaseModel):
@@ -65,7 +68,9 @@ class RecommendRequest(QueryBase):
     negative_prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
         default_factory=list, max_length=16
     )
-    penalty: float = Field(0.85, ge=0.0, le=1.0)
+    penalty: float | None = Field(
+        None, ge=0.0, le=1.0, description="Penalty factor; default: the service's (0.85)."
+    )
     duplicate_threshold: float | None = Field(0.02, ge=0.0, le=2.0)
 
 
@@ -75,7 +80,9 @@ class TextRequest(QueryBase):
     negative_prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
         default_factory=list, max_length=16
     )
-    penalty: float = Field(0.85, ge=0.0, le=1.0)
+    penalty: float | None = Field(
+        None, ge=0.0, le=1.0, description="Penalty factor; default: the service's (0.85)."
+    )
 
 
 class SimilarRequest(QueryBase):
@@ -98,7 +105,13 @@ class AlchemyRequest(QueryBase):
     add_track_ids: list[str] = Field(min_length=1, max_length=1000)
     subtract_track_ids: list[str] = Field(default_factory=list, max_length=1000)
     temperature: float = Field(1.0, ge=0.0, le=10.0)
-    subtract_threshold: float = Field(0.2, ge=0.0, le=2.0)
+    subtract_threshold: float = Field(
+        0.2,
+        ge=0.0,
+        le=2.0,
+        description="Results keep a cosine distance above this from the subtract centroid.",
+    )
+    random_seed: int | None = Field(None, description="Makes temperature sampling repeatable.")
 
 
 class FingerprintRequest(QueryBase):
@@ -134,6 +147,14 @@ class ScoredTrack(BaseModel):
     found_by: list[str] = Field(default_factory=list)
 
 
+class DuplicatePair(BaseModel):
+    """Two tracks whose vectors are nearly identical (the same recording, twice)."""
+
+    first: ScoredTrack
+    second: ScoredTrack
+    distance: float = Field(description="Cosine distance, 1 - similarity.")
+
+
 class QueryError(BaseModel):
     code: Literal[
         "invalid_request", "unknown_type", "not_found", "unavailable", "timeout", "internal"
@@ -148,6 +169,9 @@ class QueryReply(Record):
     tracks: list[ScoredTrack] = Field(default_factory=list)
     extra: dict[str, list[ScoredTrack]] = Field(
         default_factory=dict, description="Secondary lists, e.g. alchemy's filtered tracks."
+    )
+    pairs: list[DuplicatePair] = Field(
+        default_factory=list, description="`duplicates`: the near-identical pairs."
     )
     warnings: list[str] = Field(default_factory=list)
     error: QueryError | None = None
