@@ -143,8 +143,23 @@ def topics_command(
 
 
 @app.command("config")
-def config_command(ctx: typer.Context) -> None:
+def config_command(
+    ctx: typer.Context,
+    describe: Annotated[
+        bool, typer.Option("--describe", help="List every setting: env var, default, meaning.")
+    ] = False,
+) -> None:
     """Print the effective settings (env SONICBUS_*, TOML file, defaults) as JSON."""
+    if describe:
+        from pipeline.config import describe_settings
+
+        table = Table(title="sonicbus settings (TOML keys are the dotted names)")
+        for column in ("setting", "environment variable", "default", "meaning"):
+            table.add_column(column, overflow="fold")
+        for row in describe_settings():
+            table.add_row(*row)
+        console.print(table)
+        return
     settings = _settings(ctx)
     console.print_json(settings.model_dump_json())
 

@@ -322,8 +322,14 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    home: Path = Field(default_factory=default_home, description="Local state folder.")
-    cache_dir: Path = Field(default_factory=default_cache, description="Download cache folder.")
+    home: Path = Field(
+        default_factory=default_home,
+        description="Local state: broker data, Milvus Lite file (~/.local/share/sonicbus).",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache,
+        description="Kafka jars and model wheels (~/.cache/sonicbus).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -375,3 +381,27 @@ def find_config_file() -> Path | None:
 def load_settings(**overrides: object) -> Settings:
     """Build the settings once at a program's edge (CLI, service entry point)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def describe_settings(
+    model: type[BaseModel] = Settings, prefix: str = ""
+) -> list[tuple[str, str, str, str]]:
+    """(dotted name, env var, default, description) of every setting, nested ones flattened.
+
+    `sonicbus config --describe` prints this, so the documentation of a setting
+    is its `Field(description=...)` and can never drift from the code.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_settings(annotation, prefix=f"{dotted}."))
+            continue
+        env = "SONICBUS_" + dotted.replace(".", "__").upper()
+        if field.default_factory is not None:
+            default = repr(field.default_factory())  # type: ignore[call-arg]
+        else:
+            default = repr(field.default)
+        rows.append((dotted, env, default, field.description or ""))
+    return rows

@@ -37,3 +37,15 @@ def test_missing_explicit_config_file_is_an_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SONICBUS_CONFIG", "/nonexistent/sonicbus.toml")
     with pytest.raises(FileNotFoundError, match="SONICBUS_CONFIG"):
         Settings()
+
+
+def test_every_setting_is_documented() -> None:
+    from pipeline.config import describe_settings
+
+    rows = describe_settings()
+    names = {name for name, *_ in rows}
+    assert {"kafka.bootstrap_servers", "milvus.uri", "embed.models", "watcher.settle_s"} <= names
+    undocumented = [name for name, _, _, meaning in rows if not meaning]
+    assert undocumented == []
+    env = dict((name, var) for name, var, _, _ in rows)
+    assert env["kafka.bootstrap_servers"] == "SONICBUS_KAFKA__BOOTSTRAP_SERVERS"
