@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.base import EmbeddingModel, ModelOptions, TrackAudio, TrackEmbedding, enrich
+from models.base import (
+    EmbeddingModel,
+    ModelOptions,
+    ModelUnavailable,
+    TrackAudio,
+    TrackEmbedding,
+    enrich,
+)
 from models.musicnn_checkpoint import MUSICNN_WHEEL_SHA256, load_musicnn_tensors
 from models.musicnn_net import (
     EMBEDDING_DIM,
@@ -58,7 +65,10 @@ class MusicnnModel(EmbeddingModel):
     def load(self, device: str) -> None:
         cache = self.options.cache_dir / "models" / "musicnn" if self.options.cache_dir else None
         net = MusiCNN()
-        load_musicnn_weights(net, load_musicnn_tensors(cache, "MSD_musicnn"))
+        try:
+            load_musicnn_weights(net, load_musicnn_tensors(cache, "MSD_musicnn"))
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise ModelUnavailable(f"MusiCNN weights could not be loaded: {exc}") from exc
         self._net = net.eval().to(device)
         self._device = device
         self._dead_unit_values = dead_unit_values(net).to(device)

@@ -178,3 +178,37 @@ async def test_sigkill_mid_batch_loses_nothing(
             first.kill()
         store.drop_collection(collection)
         store.close()
+
+
+async def test_wrong_model_weights_stop_the_consumer_before_it_reads_anything(
+    embed_settings: Settings, producer, lite_store: VectorStore, tmp_path: Path
+) -> None:
+    from models.base import ModelUnavailable
+    from models.musicnn_checkpoint import MUSICNN_WHEEL_NAME
+
+    cache = tmp_path / "cache"
+    wheel = cache / "models" / "musicnn" / MUSICNN_WHEEL_NAME
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(b"not the musicnn wheel")
+    settings = embed_settings.model_copy(update={"cache_dir": cache})
+    path = tmp_path / "song.wav"
+    write_song(path, seconds=4, seed=1)
+    await publish(producer, settings, [track_event(path, "w1")])
+
+    with pytest.raises(ModelUnavailable, match="sha256"):
+        await run_embedder(settings, "musicnn", asyncio.Event(), store=lite_store)
+    offsets = await committed_offsets(settings, "embed-musicnn")
+    mine = {tp: o for tp, o in offsets.items() if tp.topic == settings.topics.tracks}
+    assert mine == {}  # nothing consumed, nothing committed
+    assert not lite_store.has_collection(lite_store.collection_name("musicnn"))
+
+
+async def committed_offsets(settings: Settings, group: str) -> dict:
+    from pipeline.bus import make_admin
+
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        return await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()

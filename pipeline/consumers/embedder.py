@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from models.base import ManagedModel, ModelOptions, TrackAudio, TrackEmbedding
+from models.base import ManagedModel, ModelOptions, ModelUnavailable, TrackAudio, TrackEmbedding
 from models.registry import create_model
 from pipeline.audio import AudioDecodeError, DecodeLimits, decode_audio
 from pipeline.bus import make_consumer, make_producer
@@ -105,7 +105,12 @@ class Embedder:
         failures += decode_failures
         if decoded:
             started = time.perf_counter()
-            embeddings = await asyncio.to_thread(self.model.embed, [d.audio for d in decoded])
+            try:
+                embeddings = await asyncio.to_thread(self.model.embed, [d.audio for d in decoded])
+            except ModelUnavailable as exc:
+                # A broken model folder is the operator's to fix, not the tracks' fault:
+                # rewind and retry later instead of dead-lettering the library.
+                raise TransientError(str(exc)) from exc
             embed_ms = (time.perf_counter() - started) * 1000 / len(decoded)
             duplicates = await self._near_duplicates(embeddings)
             started = time.perf_counter()
@@ -260,6 +265,9 @@ async def run_embedder(
         settings.home.mkdir(parents=True, exist_ok=True)
         store = VectorStore(settings.milvus, settings.milvus_uri)
     model = create_model(model_name, model_options(settings, model_name))
+    # Load before joining the group: a missing or wrong weights folder stops this
+    # component with a clear error (the supervisor retries) before any record is read.
+    await asyncio.to_thread(model.ensure_loaded)
     producer = make_producer(settings.kafka, role=f"embed-{model_name}")
     consumer = make_consumer(
         settings.kafka,
