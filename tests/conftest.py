@@ -8,6 +8,7 @@ test gets its own topic prefix, so tests never see each other's records.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -55,6 +56,10 @@ def milvus_server() -> Iterator[str]:
     """The embedded Milvus standalone server (PyPI `milvus`), started once per session."""
     settings = base_settings()
     already_running = infra.port_open(MILVUS_PORT)
+    if not already_running:
+        # Test data is disposable, and a server recovering a big old data folder
+        # can take minutes to answer: start from an empty one.
+        shutil.rmtree(TEST_HOME / f"milvus-server-{MILVUS_PORT}", ignore_errors=True)
     infra.start_milvus_server(settings)
     yield f"http://127.0.0.1:{MILVUS_PORT}"
     if not already_running:
