@@ -31,6 +31,12 @@ wait_ready() {
       log "Milvus ready on 127.0.0.1:$MILVUS_PORT (pid $(cat "$pidfile"))"
       return 0
     fi
+    # The wrapper stays alive when the server binary dies (it becomes a zombie).
+    if [ "$i" -gt 5 ] && ps -o stat= --ppid "$(cat "$pidfile")" | grep -q '^Z'; then
+      log "the Milvus server process died; last lines of its log:"
+      tail -n 20 "$MILVUS_DATA/logs/milvus-stderr.log" "$MILVUS_DATA/stdout.log" >&2 || true
+      return 1
+    fi
     sleep 1
   done
   log "Milvus did not become ready in 180 s; see $MILVUS_DATA/stdout.log"
@@ -52,4 +58,8 @@ log "starting Milvus server on 127.0.0.1:$MILVUS_PORT (data $MILVUS_DATA)"
 setsid nohup "$server" --data "$MILVUS_DATA" --proxy-port "$MILVUS_PORT" \
   > "$MILVUS_DATA/stdout.log" 2>&1 < /dev/null &
 echo $! > "$pidfile"
-wait_ready
+if ! wait_ready; then
+  # Leave nothing half-started behind (the wrapper can outlive a dead server).
+  "$INFRA_DIR/milvus-stop.sh" || true
+  exit 1
+fi

@@ -6,6 +6,11 @@ so every score is a cosine similarity. Measured on Milvus Lite (20k x 600,
 metric takes ~80 ms, and a search over unflushed (growing) rows took ~1 s,
 so writers flush after each batch (`upsert(..., flush=True)`).
 
+Reads use Session consistency: a client always sees its own writes, and others'
+within the server's staleness bound. Strong consistency made every search on
+the Milvus server wait for the next 200 ms time tick (measured: ~200 ms per
+search with Strong, ~3.5 ms with Session, 20k x 600 HNSW).
+
 Milvus Lite (a local `.db` file) and a Milvus server (http URI) behave the
 same through this class; Lite only supports a FLAT index.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,7 @@ from pipeline.config import MilvusSettings
 log = logging.getLogger(__name__)
 
 MAX_VECTOR_DIM = 32_768
+CONSISTENCY = "Session"
 STRING_FIELDS = {
     "artist": 512,
     "title": 512,
@@ -159,7 +165,7 @@ class VectorStore:
                 collection,
                 schema=schema,
                 index_params=index,
-                consistency_level="Strong",
+                consistency_level=CONSISTENCY,
             )
             log.info("created collection %s (dim %d, %s)", collection, dim, self.index_type)
         else:
@@ -211,7 +217,13 @@ class VectorStore:
 
     def count(self, collection: str) -> int:
         self._ensure_loaded(collection)
-        rows = self._call(self.client.query, collection, filter="", output_fields=["count(*)"])
+        rows = self._call(
+            self.client.query,
+            collection,
+            filter="",
+            output_fields=["count(*)"],
+            consistency_level=CONSISTENCY,
+        )
         return int(rows[0]["count(*)"])
 
     # -- rows -------------------------------------------------------------
@@ -259,7 +271,13 @@ class VectorStore:
         fields = ["track_id", *SCALAR_FIELDS, "extra"]
         if with_vectors:
             fields.append("embedding")
-        rows = self._call(self.client.get, collection, ids=list(track_ids), output_fields=fields)
+        rows = self._call(
+            self.client.get,
+            collection,
+            ids=list(track_ids),
+            output_fields=fields,
+            consistency_level=CONSISTENCY,
+        )
         result = {}
         for row in rows:
             row = dict(row)
@@ -267,6 +285,34 @@ class VectorStore:
                 row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
             result[str(row["track_id"])] = row
         return result
+
+    def iterate(
+        self, collection: str, with_vectors: bool = False, batch_size: int = 2000
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row, one page at a time: for in-memory caches and library-wide scans.
+
+        `query` caps offset + limit at 16,384 rows; Milvus' query iterator has no
+        such cap. Vectors come back as float32 arrays, like `get`.
+        """
+        self._ensure_loaded(collection)
+        fields = ["track_id", *SCALAR_FIELDS, "extra"]
+        if with_vectors:
+            fields.append("embedding")
+        iterator = self._call(
+            self.client.query_iterator, collection, batch_size=batch_size, output_fields=fields
+        )
+        try:
+            while True:
+                page = self._call(iterator.next)
+                if not page:
+                    return
+                rows = [dict(row) for row in page]
+                if with_vectors:
+                    for row in rows:
+                        row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
+                yield rows
+        finally:
+            iterator.close()
 
     def search(
         self,
@@ -291,6 +337,7 @@ class VectorStore:
             output_fields=list(output_fields),
             search_params=params,
             anns_field="embedding",
+            consistency_level=CONSISTENCY,
         )
         return [[_to_hit(raw) for raw in hits] for hits in results]
 
