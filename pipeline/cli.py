@@ -14,6 +14,7 @@ from rich.table import Table
 from pipeline import infra
 from pipeline.config import Settings, load_settings
 from pipeline.consumers.commands import register as register_consumer_commands
+from pipeline.consumers.query_commands import register as register_query_commands
 from pipeline.logs import setup_logging
 from pipeline.producers.commands import register as register_producer_commands
 from pipeline.topics import ensure_topics, list_topics
@@ -30,6 +31,7 @@ app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
 register_producer_commands(app)
 register_consumer_commands(app)
+register_query_commands(app)
 
 console = Console()
 

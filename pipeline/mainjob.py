@@ -1,9 +1,9 @@
 """`sonicbus up MUSIC_DIR`: the whole pipeline on one machine, in one process tree.
 
 Starts the local Kafka broker (when the settings point at it) and creates the
-topics, opens Milvus (Lite by default), then runs the filesystem watcher and
-one embedder per configured model under a `Supervisor`, with a live status
-line. Milvus Lite serves one process at a time, so every component shares the
+topics, opens Milvus (Lite by default), then runs the filesystem watcher, one
+embedder per configured model and the query service under a `Supervisor`,
+with a live status line. Milvus Lite serves one process at a time, so every component shares the
 single `VectorStore` opened here.
 """
 
@@ -22,6 +22,7 @@ from pipeline import infra
 from pipeline.bus import make_producer
 from pipeline.config import Settings
 from pipeline.consumers.embedder import run_embedder
+from pipeline.consumers.query import run_query_service
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.store import VectorStore
 from pipeline.supervisor import Supervisor
@@ -60,6 +61,7 @@ async def run_main_job(
     components = {"watcher": watcher.run}
     for model in models:
         components[f"embed-{model}"] = _embedder(settings, model, store)
+    components["query"] = _query_service(settings, store)
     supervisor = Supervisor(components)
     supervisor.install_signal_handlers()
     counts: dict[str, int] = dict.fromkeys(models, 0)
@@ -80,6 +82,19 @@ async def run_main_job(
 def _embedder(settings: Settings, model: str, store: VectorStore):  # type: ignore[no-untyped-def]
     async def component(stop: asyncio.Event) -> None:
         await run_embedder(settings, model, stop, store=store)
+
+    return component
+
+
+def _query_service(settings: Settings, store: VectorStore):  # type: ignore[no-untyped-def]
+    # The query service limits BLAS to one thread for its own latency; sharing a
+    # process with the embedders, that would slow embedding down, so keep BLAS free.
+    shared = settings.model_copy(
+        update={"query": settings.query.model_copy(update={"blas_threads": None})}
+    )
+
+    async def component(stop: asyncio.Event) -> None:
+        await run_query_service(shared, stop, store=store)
 
     return component
 

@@ -13,6 +13,12 @@ search with Strong, ~3.5 ms with Session, 20k x 600 HNSW).
 
 Milvus Lite (a local `.db` file) and a Milvus server (http URI) behave the
 same through this class; Lite only supports a FLAT index.
+
+Which collection serves a model is kept in Milvus itself, in a small
+`<prefix>state` collection (one row per model: the active collection queries
+read, the target collection the embedder writes, and the running replay), so a
+re-embed into a fresh collection works the same on Milvus Lite (no aliases)
+and on a server, and every client of the same Milvus sees one answer.
 """
 
 from __future__ import annotations
@@ -53,6 +59,30 @@ SCALAR_FIELDS = (
 
 class StoreUnavailable(RuntimeError):
     """Milvus could not be reached or refused the call; callers retry later."""
+
+
+class ReplayPaused(StoreUnavailable):
+    """The model's replay was cancelled: writers hold, committing nothing, until it resumes."""
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """Where a model's vectors are read (active) and written (target), and its replay.
+
+    `replay` is the JSON of the running or last replay (see pipeline.ops.replay);
+    the store itself only reads its `status` and `force` keys.
+    """
+
+    model: str
+    active: str
+    target: str
+    replay: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    collection: str
+    force: bool  # re-embed even tracks whose fingerprint and model_version are stored
 
 
 @dataclass
@@ -105,6 +135,8 @@ class VectorStore:
         self._client: MilvusClient | None = None
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
+        self.state_ttl_s = 2.0  # how stale another process's view of the state may be
+        self._states: dict[str, tuple[float, ModelState]] = {}
 
     # -- connection -------------------------------------------------------
 
@@ -137,12 +169,97 @@ class VectorStore:
         try:
             return fn(*args, **kwargs)
         except MilvusException as exc:
+            # A restarted server may have released collections: load them again next time.
+            self._loaded.clear()
             raise StoreUnavailable(f"Milvus at {self.uri}: {exc}") from exc
 
     # -- collections ------------------------------------------------------
 
     def collection_name(self, model: str) -> str:
         return f"{self.settings.collection_prefix}{model}".replace("-", "_")
+
+    # -- which collection serves a model ----------------------------------
+
+    @property
+    def state_collection(self) -> str:
+        return f"{self.settings.collection_prefix}state"
+
+    def model_state(self, model: str, fresh: bool = False) -> ModelState:
+        """The model's collections (default: `collection_name`), cached `state_ttl_s`."""
+        cached = self._states.get(model)
+        if cached and not fresh and time.monotonic() - cached[0] < self.state_ttl_s:
+            return cached[1]
+        default = self.collection_name(model)
+        state = ModelState(model, default, default)
+        if self.has_collection(self.state_collection):
+            self._ensure_loaded(self.state_collection)
+            rows = self._call(
+                self.client.query,
+                self.state_collection,
+                filter=f"model == {_quote(model)}",
+                output_fields=["active", "target", "replay"],
+                # Another process's switch must be seen at once (Lite: one process anyway).
+                consistency_level=CONSISTENCY if self.is_lite else "Strong",
+            )
+            if rows:
+                row = rows[0]
+                state = ModelState(model, row["active"], row["target"], row["replay"] or {})
+        self._states[model] = (time.monotonic(), state)
+        return state
+
+    def active_collection(self, model: str) -> str:
+        """The collection queries read for `model`."""
+        return self.model_state(model).active
+
+    def target_collection(self, model: str) -> str:
+        """The collection the embedder writes: a fresh one during a replay, else the active."""
+        return self.model_state(model).target
+
+    def write_target(self, model: str) -> WriteTarget:
+        """What one embedder batch does; raises ReplayPaused while a replay is cancelled."""
+        state = self.model_state(model)
+        status = state.replay.get("status")
+        if status == "cancelled":
+            raise ReplayPaused(
+                f"the replay of {model} is cancelled: embedding holds until "
+                f"`sonicbus reembed --model {model} --resume`"
+            )
+        return WriteTarget(state.target, bool(state.replay.get("force")) and status == "running")
+
+    def set_collections(self, model: str, active: str, target: str) -> None:
+        state = self.model_state(model, fresh=True)
+        self.set_model_state(ModelState(model, active, target, state.replay))
+
+    def set_model_state(self, state: ModelState) -> None:
+        """Write a model's row (creating the state collection on first use)."""
+        name = self.state_collection
+        if not self.has_collection(name):
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("model", DataType.VARCHAR, is_primary=True, max_length=128)
+            schema.add_field("active", DataType.VARCHAR, max_length=256)
+            schema.add_field("target", DataType.VARCHAR, max_length=256)
+            schema.add_field("replay", DataType.JSON)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
+            index = self.client.prepare_index_params()
+            index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
+            self._call(
+                self.client.create_collection,
+                name,
+                schema=schema,
+                index_params=index,
+                consistency_level="Strong",
+            )
+        self._ensure_loaded(name)
+        row = {
+            "model": state.model,
+            "active": state.active,
+            "target": state.target,
+            "replay": state.replay,
+            "vector": [0.0, 0.0],
+        }
+        self._call(self.client.upsert, name, [row])
+        self.flush(name)
+        self._states[state.model] = (time.monotonic(), state)
 
     def ensure_collection(self, collection: str, dim: int) -> None:
         """Create the collection with its schema and index if missing, and load it."""
@@ -340,6 +457,11 @@ class VectorStore:
             consistency_level=CONSISTENCY,
         )
         return [[_to_hit(raw) for raw in hits] for hits in results]
+
+
+def _quote(text: str) -> str:
+    """A string literal for a Milvus filter expression."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _to_hit(raw: Any) -> Hit:

@@ -106,18 +106,29 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
             assert row["model_version"].startswith("musicnn-msd-")
         assert rows["t2"]["artist"] == "artist of t2"
 
-        # Republishing unchanged tracks skips them; a tombstone removes one.
-        await publish(producer, settings, events[:2])
+        # Republishing unchanged tracks skips them; a tombstone removes one; the same
+        # recording under another name is reported as a near-duplicate.
+        copy = tmp_path / "copy of song0.flac"
+        copy.write_bytes(paths[0].read_bytes())
+        await publish(producer, settings, [*events[:2], track_event(copy, "t0-copy")])
         await producer.send_and_wait(settings.topics.tracks, None, key=b"t3")
-        await wait_for(lambda: lite_store.count(collection) == 3)
+
+        def settled() -> bool:
+            ids = set(lite_store.get(collection, ["t0", "t1", "t2", "t3", "t0-copy"]))
+            return ids == {"t0", "t1", "t2", "t0-copy"}
+
+        await wait_for(settled)
         emitted = [
             EmbeddingEvent.from_bytes(r.value)
-            for r in await drain(settings, settings.topics.embeddings, 6)
+            for r in await drain(settings, settings.topics.embeddings, 7)
         ]
         statuses = sorted((e.track_id, e.status) for e in emitted)
         assert ("t0", "skipped_unchanged") in statuses
         assert ("t3", "deleted") in statuses
-        assert [e.dim for e in emitted if e.status == "embedded"] == [600] * 4
+        assert [e.dim for e in emitted if e.status == "embedded"] == [600] * 5
+        (copy_event,) = [e for e in emitted if e.track_id == "t0-copy"]
+        assert [d.track_id for d in copy_event.near_duplicates] == ["t0"]
+        assert copy_event.near_duplicates[0].similarity > 0.999
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)
@@ -212,3 +223,63 @@ async def committed_offsets(settings: Settings, group: str) -> dict:
         return await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
+
+
+async def test_milvus_going_down_pauses_the_consumer_and_loses_nothing(
+    embed_settings: Settings, producer, milvus_server: str, tmp_path: Path
+) -> None:
+    from pipeline import infra
+    from tests.conftest import base_settings
+
+    settings = embed_settings
+    prefix = f"down_{settings.topics.prefix.strip('.')}_"
+    store = VectorStore(MilvusSettings(collection_prefix=prefix), milvus_server)
+    collection = store.collection_name("musicnn")
+    observer = VectorStore(MilvusSettings(collection_prefix=prefix), milvus_server)
+
+    def stored() -> int:
+        try:
+            return observer.count(collection) if observer.has_collection(collection) else 0
+        except Exception:
+            return -1
+
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"song{i}.wav")
+        write_song(paths[-1], seconds=4, seed=300 + i)
+    events = [track_event(p, f"d{i}") for i, p in enumerate(paths)]
+    await publish(producer, settings, events[:4])
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=store))
+    try:
+        await wait_for(lambda: stored() == 4, timeout=120)
+        await asyncio.to_thread(infra.stop_milvus_server, base_settings())
+        await publish(producer, settings, events[4:])
+        await asyncio.sleep(5)
+        assert not task.done(), "the consumer died with Milvus"
+        await asyncio.to_thread(infra.start_milvus_server, base_settings())
+        await wait_for(lambda: stored() == 8, timeout=180)
+        assert set(observer.get(collection, [e.track_id for e in events])) == {
+            e.track_id for e in events
+        }
+        dead = await drain_available(settings, settings.topics.dlq)
+        assert dead == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+        observer.drop_collection(collection)
+        store.close()
+        observer.close()
+
+
+async def drain_available(settings: Settings, topic: str) -> list:
+    """Everything on a topic right now (no waiting for a count)."""
+    from pipeline.bus import make_consumer
+
+    consumer = make_consumer(settings.kafka, topic, group_id=None, role="test-reader")
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=2000)
+        return [r for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()

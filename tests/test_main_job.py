@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.client import QueryClient
 from pipeline.config import MilvusSettings, Settings
 from pipeline.store import VectorStore
 from tests.conftest import TEST_HOME
@@ -63,6 +64,16 @@ async def test_up_embeds_a_folder_and_follows_deletions(
             assert hit.fields["extra"]["path"] in {str(s) for s in songs}
         full = store.get(collection, [h.track_id for h in hits], with_vectors=True)
         assert all(row["embedding"].shape == (600,) for row in full.values())
+
+        # The main job also answers Navidrome's questions over the bus.
+        seed = hits[0].track_id
+        async with QueryClient(settings) as client:
+            reply = await client.ask(
+                {"type": "similar", "request_id": "up-1", "track_id": seed, "limit": 5},
+                timeout=60,
+            )
+        assert reply.ok, reply.error
+        assert sorted(t.track_id for t in reply.tracks) == sorted(h.track_id for h in hits[1:])
 
         songs[0].unlink()
         await wait_for(lambda: rows() == 3, timeout=60)

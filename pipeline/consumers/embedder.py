@@ -77,10 +77,19 @@ class Embedder:
         self.store = store
         self.producer = producer
         self.collection = store.collection_name(model.model.name)
+        self.force = False
+        self._ready: set[str] = set()
         self.limits = DecodeLimits(max_duration_s=settings.embed.max_duration_s)
 
     async def prepare(self) -> None:
-        await self._store_call(self.store.ensure_collection, self.collection, self.model.model.dim)
+        name = self.model.model.name
+        await self._write_to(await self._store_call(self.store.target_collection, name))
+
+    async def _write_to(self, collection: str) -> None:
+        if collection not in self._ready:
+            await self._store_call(self.store.ensure_collection, collection, self.model.model.dim)
+            self._ready.add(collection)
+        self.collection = collection
 
     async def _store_call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:
@@ -89,6 +98,11 @@ class Embedder:
             raise TransientError(str(exc)) from exc
 
     async def handle(self, batch: list[Delivery[TrackEvent]]) -> list[Failure]:
+        # Re-resolved per batch: a replay (`sonicbus reembed`) may point writes at a fresh
+        # collection, force re-embedding, or hold them (cancelled: ReplayPaused -> rewind).
+        target = await self._store_call(self.store.write_target, self.model.model.name)
+        await self._write_to(target.collection)
+        self.force = target.force
         events: list[EmbeddingEvent] = []
         failures: list[Failure] = []
         latest = _latest_per_key(batch)
@@ -132,8 +146,8 @@ class Embedder:
     async def _split_unchanged(
         self, deliveries: list[Delivery[TrackEvent]]
     ) -> tuple[list[Delivery[TrackEvent]], list[Delivery[TrackEvent]]]:
-        if not deliveries:
-            return [], []
+        if not deliveries or self.force:
+            return deliveries, []
         ids = [d.value.track_id for d in deliveries]  # type: ignore[union-attr]
         stored = await self._store_call(self.store.get, self.collection, ids)
         version = self.model.model.model_version

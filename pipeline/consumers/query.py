@@ -1,0 +1,395 @@
+"""The `query` consumer group: QueryRequests in on `requests`, QueryReplies out.
+
+FastStream request/reply over Kafka, so any client that can set two record
+headers takes part (docs/wire-contract.md): it publishes a JSON request with
+`reply_to` (the topic to answer on) and `correlation_id`; the reply goes to
+that topic with the same `correlation_id` header and the request id as key.
+
+Guarantees:
+- every request gets exactly one reply: results, or `ok=false` with an error
+  code (malformed JSON, unknown type, invalid field, unknown track, model not
+  embedded, deadline passed, internal error);
+- a request whose `reply_to` is missing, is not a replies topic, or does not
+  exist has nobody to answer: it goes to `dlq` (stage `query`), so a reply is
+  never written into another family's topic;
+- the deadline (`deadline_ms`, else the default timeout) is honoured: a late
+  request is answered with a `timeout` error instead of being worked on;
+- the consumer never dies of a request: errors become replies.
+Requests are committed when read (at-most-once): a request is only worth
+answering while its client waits, so replaying old ones after a crash helps
+nobody. The service also follows `embeddings` (no group: every replica sees
+every event) to keep its in-memory indexes current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import BaseMiddleware
+from faststream.kafka import KafkaBroker, KafkaResponse
+from faststream.kafka.annotations import KafkaMessage
+from threadpoolctl import threadpool_limits
+
+from models.registry import available_models
+from pipeline.bus import make_admin, make_broker, make_consumer, make_producer
+from pipeline.client import read_from_end
+from pipeline.config import Settings
+from pipeline.deadletters import DeadLetterSink, dead_letter_for
+from pipeline.recommender.engine import QueryEngine, invalid_request_reply
+from pipeline.recommender.library import Library
+from pipeline.recommender.seeds import SeedSource
+from pipeline.recommender.text import TextSupport
+from pipeline.schemas import EmbeddingEvent, SchemaError
+from pipeline.schemas.queries import QueryError, QueryReply, QueryRequest, query_request_adapter
+from pipeline.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "query"
+JSON = "application/json"
+# While a fetch waits at the broker for partitions without data, a partition whose records
+# were still being handled is not fetched again: a new request there waits for that fetch
+# (aiokafka's default 500 ms was the p99 of every bench run). 25 ms keeps idle polling cheap.
+FETCH_MAX_WAIT_MS = 25
+
+
+class ReplyTopicError(ValueError):
+    """A request's reply_to names no topic this service may answer on."""
+
+
+class ReplyTopics:
+    """Which `reply_to` topics get answers: the replies topic and its sub-topics, if they exist."""
+
+    def __init__(self, settings: Settings, refresh_every_s: float = 2.0) -> None:
+        replies = settings.topics.replies
+        self.kafka = settings.kafka
+        self.prefixes = (f"{replies}.", *settings.query.reply_topic_prefixes)
+        self.replies = replies
+        self.refresh_every_s = refresh_every_s
+        self._known: set[str] = set()
+        self._refreshed = 0.0
+        self._lock = asyncio.Lock()
+
+    def allowed(self, topic: str) -> bool:
+        return topic == self.replies or topic.startswith(self.prefixes)
+
+    async def refresh(self) -> None:
+        admin = make_admin(self.kafka)
+        await admin.start()
+        try:
+            self._known = set(await admin.list_topics())
+        finally:
+            await admin.close()
+        self._refreshed = time.monotonic()
+
+    async def problem(self, topic: str) -> str | None:
+        """Why no reply can go to `topic`, or None when it can."""
+        if not topic:
+            return "no reply_to header: nobody to answer"
+        if not self.allowed(topic):
+            allowed = ", ".join([self.replies, *(f"{p}*" for p in self.prefixes)])
+            return f"reply_to topic {topic!r} is not a replies topic (allowed: {allowed})"
+        if topic not in self._known:
+            async with self._lock:
+                if time.monotonic() - self._refreshed > self.refresh_every_s:
+                    await self.refresh()
+            if topic not in self._known:
+                return f"reply_to topic {topic!r} does not exist (create it before asking)"
+        return None
+
+
+@dataclass
+class ServiceStats:
+    answered: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+
+
+class QueryService:
+    """The engine behind the `requests` subscriber, with its library, encoders and threads."""
+
+    def __init__(self, settings: Settings, store: VectorStore) -> None:
+        self.settings = settings
+        self.library = Library(store, settings.query)
+        self.text = TextSupport(settings)
+        seeds = SeedSource.from_settings(settings.navidrome)
+        self.engine = QueryEngine(settings.query, self.library, self.text, seeds)
+        self.executor = ThreadPoolExecutor(settings.query.threads, thread_name_prefix="query")
+        self.reply_topics = ReplyTopics(settings)
+        self.producer = make_producer(settings.kafka, role="query")
+        self.dlq = DeadLetterSink(self.producer, settings.topics.dlq)
+        self.broker = build_broker(settings, self)
+        self.stats = ServiceStats()
+        self.ready = asyncio.Event()  # indexes and text encoder warmed up
+        self.following = asyncio.Event()  # positioned on `embeddings`
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self.settings.query.blas_threads is not None:
+            # Process-wide: the query process's numpy runs single-threaded per call.
+            threadpool_limits(limits=self.settings.query.blas_threads, user_api="blas")
+        await self.producer.start()
+        await self.reply_topics.refresh()
+        self._tasks = [
+            asyncio.create_task(self._warm(), name="query-warm"),
+            asyncio.create_task(self._follow_embeddings(), name="query-embeddings"),
+        ]
+        await self.broker.start()
+        log.info(
+            "query service answering on %s (group %s)", self.settings.topics.requests, GROUP_ID
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.broker.stop()
+        for model, index in self.library.loaded().items():
+            batcher = index.batcher
+            if batcher.batches:
+                log.info(
+                    "%s: %d searches in %d matrix products (%.1f per product)",
+                    model,
+                    batcher.items,
+                    batcher.batches,
+                    batcher.items / batcher.batches,
+                )
+        log.info("query service stopped: %s", self.stats)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.producer.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.text.close()
+
+    # -- answering ----------------------------------------------------------
+
+    async def answer(self, request: Any, message: Any) -> KafkaResponse:
+        deadline, late = self._deadline(request, message)
+        if late:
+            reply = _error_reply(request.request_id, request.type, "timeout", late)
+        else:
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(self.executor, self.engine.answer, request, deadline)
+            try:
+                reply = await asyncio.wait_for(work, timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                reply = _error_reply(
+                    request.request_id,
+                    request.type,
+                    "timeout",
+                    "the deadline passed while the request was answered",
+                )
+        return self.response(reply)
+
+    def _deadline(self, request: Any, message: Any) -> tuple[float, str | None]:
+        """(deadline as time.monotonic(), why it is already too late or None)."""
+        now_mono, now = time.monotonic(), time.time()
+        if request.deadline_ms is not None:
+            left = request.deadline_ms / 1000 - now
+            if left <= 0:
+                return now_mono, f"the deadline passed {-left:.3f} s before the request was read"
+            # A far deadline does not let one request hold a worker for ever.
+            return now_mono + min(left, self.settings.query.max_request_age_s), None
+        sent = getattr(message.raw_message, "timestamp", None)
+        age = now - sent / 1000 if sent else 0.0
+        if age > self.settings.query.max_request_age_s:
+            return now_mono, f"the request waited {age:.0f} s, longer than max_request_age_s"
+        return now_mono + self.settings.query.default_timeout_s, None
+
+    def response(self, reply: QueryReply) -> KafkaResponse:
+        if reply.ok:
+            self.stats.answered += 1
+        else:
+            self.stats.errors += 1
+        return KafkaResponse(
+            reply.to_bytes(), key=reply.request_id.encode(), headers={"content-type": JSON}
+        )
+
+    def invalid(self, message: Any, error: Exception) -> KafkaResponse:
+        """The error reply for a request that failed before or inside the handler."""
+        raw = message.raw_message
+        key = raw.key.decode("utf-8", errors="replace") if raw.key else None
+        reply = invalid_request_reply(message.body, key)
+        if reply is None:  # a valid request: the failure was ours
+            log.error("answering %s failed", key, exc_info=error)
+            message = f"{type(error).__name__}: {error}"[:4000]
+            reply = _error_reply(key or "unknown", None, "internal", message)
+        return self.response(reply)
+
+    async def dead_letter(self, message: Any, reason: str) -> None:
+        raw = message.raw_message
+        letter = dead_letter_for(
+            stage="query",
+            error=ReplyTopicError(reason),
+            key=raw.key,
+            value=raw.value,
+            headers=list(raw.headers or []),
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            group=GROUP_ID,
+        )
+        await self.dlq.send(letter)
+        self.stats.dead_lettered += 1
+
+    # -- background ---------------------------------------------------------
+
+    async def _warm(self) -> None:
+        try:
+            models = dict.fromkeys([*self.settings.embed.models, *available_models()])
+            opened = await asyncio.to_thread(self.library.warm, models)
+            await asyncio.to_thread(self.text.warm)
+            freeze_heap()
+            log.info("query indexes ready: %s", ", ".join(opened) or "none yet")
+        except Exception:  # warming is an optimisation: requests load what they need
+            log.exception("warming the query indexes failed")
+        finally:
+            self.ready.set()
+
+    async def _follow_embeddings(self) -> None:
+        """Keep indexes current from `embeddings`, and reconcile with Milvus now and then."""
+        topic = self.settings.topics.embeddings
+        consumer = make_consumer(
+            self.settings.kafka, group_id=None, role="query-embeddings", auto_offset_reset="latest"
+        )
+        await consumer.start()
+        try:
+            await read_from_end(consumer, self.settings, topic)
+            self.following.set()
+            refresh_s = self.settings.query.cache_refresh_s
+            next_check = time.monotonic() + refresh_s
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+                for record in (r for rs in batches.values() for r in rs):
+                    try:
+                        self.library.note(EmbeddingEvent.from_bytes(record.value))
+                    except SchemaError as exc:
+                        log.warning("ignoring an unreadable embeddings record: %s", exc)
+                try:
+                    if batches:
+                        await asyncio.to_thread(self.library.apply_pending)
+                    if refresh_s and time.monotonic() > next_check:
+                        next_check = time.monotonic() + refresh_s
+                        if await asyncio.to_thread(self.library.reconcile):
+                            freeze_heap()
+                except Exception:  # Milvus busy or down: the next round (or reconcile) catches up
+                    log.exception("updating the query indexes failed")
+        finally:
+            await consumer.stop()
+
+
+def freeze_heap() -> None:
+    """Keep the indexes' million long-lived objects (ids, metadata) out of garbage collection.
+
+    Measured: without this, full collections over three 50,000-track indexes
+    paused the service for 400-550 ms now and then, the worst latency of every
+    bench run. Objects created later (requests) are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _error_reply(request_id: str, kind: str | None, code: Any, message: str) -> QueryReply:
+    return QueryReply(
+        request_id=request_id, type=kind, ok=False, error=QueryError(code=code, message=message)
+    )
+
+
+def request_guard(service: QueryService | None) -> type[BaseMiddleware]:
+    """Middleware around decoding and handling: bad reply_to -> dlq, any error -> a reply."""
+
+    class RequestGuard(BaseMiddleware):
+        async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+            assert service is not None
+            problem = await service.reply_topics.problem(msg.reply_to or "")
+            if problem:
+                msg.reply_to = ""  # nothing is published anywhere
+                await service.dead_letter(msg, problem)
+                return None
+            try:
+                return await call_next(msg)
+            except Exception as exc:
+                return service.invalid(msg, exc)
+
+    return RequestGuard
+
+
+async def parse_request(record: Any, parse: Any) -> Any:
+    """FastStream's parsing, after making every header value text it can decode.
+
+    FastStream decodes each header as UTF-8 and a client may send anything
+    (a null value, binary); that must not make a request vanish unanswered.
+    """
+    headers = list(record.headers or [])
+    safe = [(k, (v or b"").decode("utf-8", errors="replace").encode()) for k, v in headers]
+    if safe != headers:
+        record = dataclasses.replace(record, headers=safe)
+    return await parse(record)
+
+
+async def decode_request(message: Any) -> Any:
+    """JSON to a validated request in one pass of pydantic-core (not json.loads, then
+    validation of the dict): the request type is found from `type` directly."""
+    return query_request_adapter.validate_json(message.body)
+
+
+def build_broker(settings: Settings, service: QueryService | None) -> KafkaBroker:
+    """The FastStream broker with the `requests` subscriber (also used for AsyncAPI)."""
+    broker: KafkaBroker = make_broker(
+        settings.kafka, middlewares=[request_guard(service)], log_level=logging.DEBUG
+    )
+
+    @broker.subscriber(
+        settings.topics.requests,
+        parser=parse_request,
+        decoder=decode_request,
+        group_id=GROUP_ID,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        auto_offset_reset="earliest",
+        max_workers=settings.query.workers,
+        title="requests",
+        description="Recommendation queries. Headers: reply_to (required: the replies topic "
+        "or a topic under it), correlation_id (echoed on the reply), content-type "
+        "application/json. Key: request_id.",
+    )
+    async def answer_query(request: QueryRequest, message: KafkaMessage) -> KafkaResponse:
+        """Answer one query on the topic its reply_to header names."""
+        assert service is not None
+        return await service.answer(request, message)
+
+    broker.publisher(
+        settings.topics.replies,
+        schema=QueryReply,
+        title="replies",
+        description="Answers: key request_id, header correlation_id copied from the request. "
+        "Clients may name their own topic under this one in reply_to.",
+    )
+    return broker
+
+
+async def run_query_service(
+    settings: Settings, stop: asyncio.Event, store: VectorStore | None = None
+) -> None:
+    """Answer queries until `stop` is set (`sonicbus query`, or in-process in the main job).
+
+    Pass the main job's `store`: Milvus Lite serves one process at a time.
+    """
+    own_store = store is None
+    if store is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = VectorStore(settings.milvus, settings.milvus_uri)
+    service = QueryService(settings, store)
+    await service.start()
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+        if own_store:
+            store.close()

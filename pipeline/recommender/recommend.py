@@ -1,0 +1,152 @@
+"""The `recommend` request: seeds (and direct vectors) -> tracks like them, per model, merged.
+
+Stages, each a small function:
+1. `plan`: the seeds: the request's weighted seeds (a negative weight is a
+   dislike), its dislikes, and a Navidrome seed mode's seeds;
+2. `model_query`: per model, the weighted centroid of the seeds' vectors plus
+   any direct embedding given for that model (dimension checked);
+3. search each model's candidate pool without seeds, dislikes and exclusions;
+   penalise by dislikes and negative prompts (`penalties.py`);
+4. `merge` the models (union / intersection / priority, K-agreement);
+5. `finish`: MMR diversity, artist cap, near-duplicates (seeds included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+
+from pipeline.recommender.common import (
+    Candidate,
+    Outcome,
+    QueryContext,
+    QueryFailure,
+    warn_unknown,
+    weighted_centroid,
+)
+from pipeline.recommender.finish import finish, request_rules
+from pipeline.recommender.index import ModelIndex
+from pipeline.recommender.merge import merge
+from pipeline.recommender.penalties import PenaltySet
+from pipeline.recommender.seeds import SeedPlan, mode_seeds
+from pipeline.schemas.queries import DirectEmbedding
+
+
+def run(ctx: QueryContext) -> Outcome:
+    request = ctx.request
+    indexes = ctx.models()
+    plan = seed_plan(ctx)
+    unknown = warn_unknown(ctx, indexes, [*plan.positive, *plan.dislikes])
+    embeddings = usable_embeddings(ctx, indexes)
+    if not plan.positive and not embeddings:
+        if request.embeddings and not plan.positive:
+            raise QueryFailure("invalid_request", "no usable embedding: " + "; ".join(ctx.warnings))
+        if unknown or request.seeds or request.seed_mode != "explicit":
+            raise QueryFailure("not_found", "none of the seed tracks is embedded (or known)")
+        raise QueryFailure("invalid_request", "recommend needs seeds, embeddings or a seed_mode")
+    penalty = request.penalty if request.penalty is not None else ctx.settings.penalty
+    exclude = {*plan.positive, *plan.dislikes, *plan.exclude, *request.exclude_track_ids}
+    pool = ctx.pool_size(len(indexes))
+    rankings: dict[str, list[tuple[str, float]]] = {}
+    for index in indexes:
+        ctx.check_deadline()
+        query = model_query(index, plan, embeddings.get(index.model, []))
+        if query is None:
+            ctx.warn(f"model {index.model!r}: none of the seeds is embedded with it; skipped")
+            continue
+        ranking = index.search(query[None, :], pool, exclude)[0]
+        penalties = model_penalties(ctx, index, plan)
+        rankings[index.model] = penalties.rescore(index, ranking, penalty)
+    if not rankings:
+        raise QueryFailure("not_found", "no requested model has a vector for any seed")
+    agreement = request.min_model_agreement
+    if agreement > len(rankings):
+        ctx.warn(
+            f"min_model_agreement {agreement} is more than the {len(rankings)} model(s) "
+            f"searched; using {len(rankings)}"
+        )
+        agreement = len(rankings)
+    order = [i.model for i in indexes]
+    merged = merge(rankings, order, request.merge, agreement)
+    if request.merge == "priority" and merged and merged[0].tier > 0:
+        ctx.warn("the models agree on no track: priority fell back to the first model's ranking")
+    tracks = finish(ctx, indexes, merged, request_rules(ctx), avoid_ids=list(plan.positive))
+    seeds = [Candidate(t, w) for t, w in plan.positive.items() if t not in unknown]
+    return Outcome(tracks=tracks, extra={"seeds": seeds} if request.seed_mode != "explicit" else {})
+
+
+def seed_plan(ctx: QueryContext) -> SeedPlan:
+    """Explicit seeds and dislikes, plus the seed mode's (from Navidrome annotations)."""
+    request = ctx.request
+    plan = SeedPlan()
+    if request.seed_mode != "explicit":
+        if ctx.seeds is None:
+            raise QueryFailure(
+                "unavailable",
+                f"seed_mode {request.seed_mode!r} reads Navidrome's plays, stars and ratings: "
+                "configure navidrome.db_path (or navidrome.url, user and password)",
+            )
+        user = request.user_id or ctx.seeds.default_user()
+        if user is None:
+            ctx.warn("no user_id: seeds come from every user's plays, stars and ratings")
+        annotations = ctx.seeds.annotations(user)
+        plan = mode_seeds(
+            request.seed_mode, annotations, datetime.now(UTC), ctx.settings.seed_limit
+        )
+        if not plan.positive and not request.seeds and not request.embeddings:
+            raise QueryFailure(
+                "not_found",
+                f"user {user or '(all)'} has no plays, stars or ratings for seed mode "
+                f"{request.seed_mode!r}",
+            )
+    for seed in request.seeds:
+        plan.add(seed.track_id, seed.weight)
+    for track_id in request.dislike_track_ids:
+        plan.dislikes.setdefault(track_id, 1.0)
+    for track_id in plan.dislikes:
+        plan.positive.pop(track_id, None)
+    return plan
+
+
+def usable_embeddings(
+    ctx: QueryContext, indexes: Sequence[ModelIndex]
+) -> dict[str, list[DirectEmbedding]]:
+    """Direct embeddings by model; those for other models or of the wrong size are skipped."""
+    dims = {i.model: i.dim for i in indexes}
+    usable: dict[str, list[DirectEmbedding]] = {}
+    for at, embedding in enumerate(ctx.request.embeddings):
+        if embedding.model not in dims:
+            ctx.warn(f"embeddings[{at}] is for {embedding.model!r}, not a searched model; ignored")
+        elif len(embedding.vector) != dims[embedding.model]:
+            ctx.warn(
+                f"embeddings[{at}] has {len(embedding.vector)} dimensions but "
+                f"{embedding.model} vectors have {dims[embedding.model]}; ignored"
+            )
+        elif not np.any(embedding.vector):
+            ctx.warn(f"embeddings[{at}] is all zeros; ignored")
+        else:
+            usable.setdefault(embedding.model, []).append(embedding)
+    return usable
+
+
+def model_query(
+    index: ModelIndex, plan: SeedPlan, embeddings: Sequence[DirectEmbedding]
+) -> np.ndarray | None:
+    """Unit query vector in this model's space, or None if it has nothing to go on."""
+    found, vectors = index.vectors(list(plan.positive))
+    weights = [plan.positive[t] for t in found]
+    for embedding in embeddings:
+        vector = np.asarray(embedding.vector, np.float32)
+        vectors = np.vstack([vectors, vector / np.linalg.norm(vector)])
+        weights.append(embedding.weight)
+    return weighted_centroid(vectors, weights)
+
+
+def model_penalties(ctx: QueryContext, index: ModelIndex, plan: SeedPlan) -> PenaltySet:
+    """Dislike vectors in this model, plus the negative prompts in this model's terms."""
+    _, dislikes = index.vectors(list(plan.dislikes))
+    prompts = ctx.text.penalties(ctx, index, list(ctx.request.negative_prompts))
+    vectors = dislikes if prompts.vectors is None else np.vstack([dislikes, prompts.vectors])
+    return PenaltySet(vectors=vectors, tag_weights=prompts.tag_weights)

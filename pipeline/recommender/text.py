@@ -1,0 +1,167 @@
+"""Prompts in each model's terms, and the `text` request.
+
+Per model, a prompt becomes:
+- a search vector, for models with a text tower in their audio space (MuQ-MuLan);
+- tag weights, for models whose rows carry tag probabilities (MusiCNN):
+  tracks are ranked by the cosine of their standardised tags with the
+  prompt's (centred) tag weights, blended with embedding similarity to the
+  best tag matches, so tracks that sound like the matches rise too;
+- nothing, for other models (a warning says so).
+Negative prompts penalise candidates the same way (see `penalties.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from models.base import ModelUnavailable
+from models.registry import create_model
+from models.text import (
+    NATIVE_TEXT_MODELS,
+    MuqTextEncoder,
+    SentenceEncoder,
+    TagTextEncoder,
+)
+from pipeline.config import Settings
+from pipeline.recommender.batching import Batcher
+from pipeline.recommender.common import Outcome, QueryContext, weighted_centroid
+from pipeline.recommender.finish import finish, request_rules
+from pipeline.recommender.index import NEG_INF, ModelIndex
+from pipeline.recommender.merge import merge
+from pipeline.recommender.penalties import PenaltySet, prompt_directions
+
+log = logging.getLogger(__name__)
+
+PROTOTYPE_TRACKS = 50  # best tag matches whose embeddings define "sounds like the prompt"
+RERANK_TRACKS = 2000  # best tag matches re-ranked with embedding similarity
+
+
+class TextSupport:
+    """The text encoders of one query process, loaded on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sentences = SentenceEncoder(
+            settings.query.text_encoder_dir, settings.query.text_precision
+        )
+        self.tags = TagTextEncoder(self.sentences, temperature=settings.query.text_tag_temperature)
+        self._native: dict[str, MuqTextEncoder] = {}
+        self._lock = threading.Lock()
+        # Prompts of concurrent requests share a forward pass of the sentence model.
+        self._prompts: Batcher[str, np.ndarray] = Batcher(self.tags.weights_many)
+
+    def warm(self) -> None:
+        self.tags.tag_vectors()
+
+    def native(self, model: str) -> MuqTextEncoder:
+        """The model's own text tower; ModelUnavailable when its weights are not here."""
+        from pipeline.consumers.embedder import model_options
+
+        with self._lock:
+            if model not in self._native:
+                managed = create_model(model, model_options(self.settings, model))
+                managed.model.model_version  # noqa: B018 - checks the weights folder now
+                self._native[model] = MuqTextEncoder(managed)
+            return self._native[model]
+
+    def tag_weights(self, prompts: list[str]) -> np.ndarray:
+        """[P, T] tag weights of the prompts (see models/text.py)."""
+        return np.stack([self._prompts.run(p) for p in prompts])
+
+    def penalties(self, ctx: QueryContext, index: ModelIndex, prompts: list[str]) -> PenaltySet:
+        """Negative prompts as penalising items in this model's space."""
+        if not prompts:
+            return PenaltySet()
+        if index.model in NATIVE_TEXT_MODELS:
+            try:
+                return PenaltySet(vectors=self.native(index.model).encode(prompts))
+            except ModelUnavailable as exc:
+                ctx.warn(f"negative prompts not applied with {index.model}: {exc}")
+                return PenaltySet()
+        if index.has_tags:
+            return PenaltySet(tag_weights=self.tag_weights(prompts))
+        ctx.warn(f"negative prompts not applied with {index.model}: it has no text support")
+        return PenaltySet()
+
+    def close(self) -> None:
+        for encoder in self._native.values():
+            encoder.close()
+
+
+def tag_ranking(
+    index: ModelIndex, tag_weights: np.ndarray, k: int, blend: float, exclude: set[str]
+) -> list[tuple[str, float]]:
+    """The k best tracks for a prompt's tag weights (see the module docstring).
+
+    The blend with "sounds like the best matches" is computed for the
+    `RERANK_TRACKS` best tag matches, not the whole library: with tags
+    weighing 70 %, a track outside them does not reach the top anyway, and
+    2,000 dot products cost a fraction of 50,000 (a query's largest cost).
+    """
+    view, z, tagged = index.tag_directions()
+    scores = np.where(tagged, z @ prompt_directions(tag_weights)[0], NEG_INF).astype(np.float32)
+    for at in index.positions(exclude):
+        if at is not None and at < view.n:
+            scores[at] = NEG_INF
+    if blend <= 0 or view.vectors is None:
+        return ModelIndex._top(scores, k, view.ids)
+    rows = _best(scores, RERANK_TRACKS)
+    rows = rows[scores[rows] != NEG_INF]
+    best = rows[np.argsort(-scores[rows])[:PROTOTYPE_TRACKS]]
+    best = best[scores[best] > 0]
+    prototype = weighted_centroid(view.vectors[best], scores[best].tolist())
+    if prototype is None:
+        return ModelIndex._top(scores, k, view.ids)
+    blended = (1 - blend) * scores[rows] + blend * (view.vectors[rows] @ prototype)
+    return ModelIndex._top(blended.astype(np.float32), k, [view.ids[i] for i in rows])
+
+
+def _best(scores: np.ndarray, count: int) -> np.ndarray:
+    count = min(count, len(scores))
+    return np.argpartition(scores, len(scores) - count)[len(scores) - count :]
+
+
+def run(ctx: QueryContext) -> Outcome:
+    """The `text` request: prompt (and negative prompts) over every requested model."""
+    request = ctx.request
+    text: TextSupport = ctx.text
+    indexes = ctx.models()
+    penalty = request.penalty if request.penalty is not None else ctx.settings.penalty
+    pool = ctx.pool_size(len(indexes))
+    exclude = set(request.exclude_track_ids)
+    rankings: dict[str, list[tuple[str, float]]] = {}
+    for index in indexes:
+        ctx.check_deadline()
+        if index.model in NATIVE_TEXT_MODELS:
+            try:
+                query = text.native(index.model).encode([request.prompt])
+            except ModelUnavailable as exc:
+                ctx.warn(f"{index.model} cannot answer text here: {exc}")
+                continue
+            ranking = index.search(query, pool, exclude)[0]
+        elif index.has_tags:
+            weights = text.tag_weights([request.prompt])
+            blend = ctx.settings.text_embedding_blend
+            ranking = tag_ranking(index, weights, pool, blend, exclude)
+        else:
+            ctx.warn(f"{index.model} cannot answer text: no text tower and no tags")
+            continue
+        penalties = text.penalties(ctx, index, list(request.negative_prompts))
+        rankings[index.model] = penalties.rescore(index, ranking, penalty)
+    if not rankings:
+        raise_no_text(ctx)
+    merged = merge(rankings, [i.model for i in indexes], "union")
+    return Outcome(tracks=finish(ctx, indexes, merged, request_rules(ctx)))
+
+
+def raise_no_text(ctx: QueryContext) -> None:
+    from pipeline.recommender.common import QueryFailure
+
+    raise QueryFailure(
+        "unavailable",
+        "none of the requested models can answer text: "
+        + "; ".join(ctx.warnings or ["use musicnn (tags) or muq (text tower)"]),
+    )

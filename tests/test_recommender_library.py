@@ -1,0 +1,121 @@
+"""The query service's read model of Milvus: in-memory indexes that agree with Milvus,
+follow its changes, and fall back to Milvus searches when a library is too big to cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import QuerySettings
+from pipeline.recommender.library import Library, NotEmbedded
+from pipeline.schemas import EmbeddingEvent
+from pipeline.store import VectorRow, VectorStore, normalise
+
+
+def rows(vectors: np.ndarray, start: int = 0) -> list[VectorRow]:
+    return [
+        VectorRow(f"t{start + i}", v, artist=f"a{(start + i) % 7}", title=f"s{start + i}")
+        for i, v in enumerate(vectors)
+    ]
+
+
+@pytest.fixture
+def filled(lite_store: VectorStore) -> tuple[VectorStore, np.ndarray]:
+    vectors = np.random.default_rng(3).normal(size=(3000, 24)).astype(np.float32)
+    name = lite_store.collection_name("musicnn")
+    lite_store.ensure_collection(name, dim=24)
+    for start in range(0, 3000, 1000):
+        lite_store.upsert(name, rows(vectors[start : start + 1000], start), flush=False)
+    lite_store.flush(name)
+    return lite_store, normalise(vectors)
+
+
+def brute_force(vectors: np.ndarray, query: np.ndarray, k: int, skip: set[int]) -> list[str]:
+    scores = vectors @ (query / np.linalg.norm(query))
+    order = [i for i in np.argsort(-scores) if i not in skip]
+    return [f"t{i}" for i in order[:k]]
+
+
+def test_the_cached_index_and_milvus_rank_alike(filled) -> None:  # type: ignore[no-untyped-def]
+    store, vectors = filled
+    cached = Library(store, QuerySettings(cache="always")).index("musicnn")
+    milvus = Library(store, QuerySettings(cache="never")).index("musicnn")
+    assert cached.cache_vectors and not milvus.cache_vectors
+    assert cached.size == milvus.size == 3000
+    query = vectors[17] + vectors[99]
+    expected = brute_force(vectors, query, 20, {17, 99})
+    for index in (cached, milvus):
+        hits = index.search(query[None, :], 20, exclude={"t17", "t99"})[0]
+        assert [t for t, _ in hits] == expected
+        assert index.info(["t5"])["t5"].artist == "a5"
+        found, got = index.vectors(["t5", "nope", "t6"])
+        assert found == ["t5", "t6"] and np.allclose(got, vectors[[5, 6]], atol=1e-6)
+
+
+def test_removals_and_updates_show_in_searches_and_survive_compaction(filled) -> None:  # type: ignore[no-untyped-def]
+    store, vectors = filled
+    index = Library(store, QuerySettings()).index("musicnn")
+    removed = {f"t{i}" for i in range(0, 3000, 2)}
+    index.remove(removed)  # more than a quarter: the arrays are compacted
+    assert index.size == 1500 and index.known(["t0", "t1"]) == ["t1"]
+    query = vectors[0]
+    hits = [t for t, _ in index.search(query[None, :], 10)[0]]
+    assert hits == brute_force(vectors, query, 10, {int(t[1:]) for t in removed})
+    index.upsert_rows([{"track_id": "t1", "embedding": query, "artist": "new", "extra": {}}])
+    assert index.search(query[None, :], 1)[0][0] == ("t1", pytest.approx(1.0, abs=1e-5))
+    assert index.info(["t1"])["t1"].artist == "new"
+
+
+def test_an_index_follows_announced_changes_and_reconciles_missed_ones(lite_store) -> None:  # type: ignore[no-untyped-def]
+    name = lite_store.collection_name("musicnn")
+    lite_store.ensure_collection(name, dim=8)
+    rng = np.random.default_rng(1)
+    lite_store.upsert(name, rows(rng.normal(size=(10, 8)).astype(np.float32)))
+    library = Library(lite_store, QuerySettings())
+    index = library.index("musicnn")
+    lite_store.upsert(name, [VectorRow("new", np.ones(8), artist="fresh")])
+    lite_store.delete(name, ["t3"])
+
+    def event(track_id: str, status: str) -> EmbeddingEvent:
+        return EmbeddingEvent(track_id=track_id, model="musicnn", model_version="v",
+                              status=status, collection=name)  # fmt: skip
+
+    library.note(event("new", "embedded"))
+    library.note(event("t3", "deleted"))
+    library.note(event("t4", "skipped_unchanged"))
+    assert library.apply_pending() == 2
+    assert index.known(["new", "t3", "t4"]) == ["new", "t4"]
+    # A change nobody announced (the service was down) is found by the count check.
+    lite_store.delete(name, ["t5", "t6"])
+    assert library.reconcile() == ["musicnn"]
+    assert library.index("musicnn").known(["t5", "t6", "t7"]) == ["t7"]
+    assert library.reconcile() == []
+
+
+def test_models_without_collections_and_the_cache_budget(lite_store) -> None:  # type: ignore[no-untyped-def]
+    library = Library(lite_store, QuerySettings(cache_max_mb=1))
+    with pytest.raises(NotEmbedded, match="nothing embedded yet"):
+        library.index("mert")
+    with pytest.raises(NotEmbedded, match="not a model name"):
+        library.index("../etc")
+    assert library.cache_vectors(rows=100_000, dim=600) is False  # 240 MB > 1 MB
+    assert library.cache_vectors(rows=100, dim=600) is True
+
+
+def test_tags_are_standardised_per_tag(lite_store) -> None:  # type: ignore[no-untyped-def]
+    name = lite_store.collection_name("musicnn")
+    lite_store.ensure_collection(name, dim=4)
+    common = [0.9, 0.1, 0.1]  # tag 0 is on every track
+    lite_store.upsert(name, [
+        VectorRow("plain", np.ones(4), extra={"tags": common}),
+        VectorRow("rare", np.ones(4), extra={"tags": [0.9, 0.8, 0.1]}),
+        VectorRow("other", np.ones(4), extra={"tags": [0.9, 0.1, 0.15]}),
+        VectorRow("untagged", np.ones(4)),
+    ])  # fmt: skip
+    index = Library(lite_store, QuerySettings()).index("musicnn")
+    view, z, tagged = index.tag_directions()
+    row = {t: i for i, t in enumerate(view.ids[: view.n])}
+    assert not tagged[row["untagged"]] and tagged[row["rare"]]
+    assert z[row["rare"]][1] > 0.85  # stands out on the rare tag,
+    assert abs(z[row["rare"]][0]) < 1e-3  # not on the one every track has
+    assert np.allclose(np.linalg.norm(z[tagged], axis=1), 1.0, atol=1e-5)
