@@ -67,12 +67,11 @@ class ReplyTopicError(ValueError):
 class ReplyTopics:
     """Which `reply_to` topics get answers: the replies topic and its sub-topics, if they exist."""
 
-    def __init__(self, settings: Settings, refresh_every_s: float = 2.0) -> None:
+    def __init__(self, settings: Settings) -> None:
         replies = settings.topics.replies
         self.kafka = settings.kafka
         self.prefixes = (f"{replies}.", *settings.query.reply_topic_prefixes)
         self.replies = replies
-        self.refresh_every_s = refresh_every_s
         self._known: set[str] = set()
         self._refreshed = 0.0
         self._lock = asyncio.Lock()
@@ -97,8 +96,11 @@ class ReplyTopics:
             allowed = ", ".join([self.replies, *(f"{p}*" for p in self.prefixes)])
             return f"reply_to topic {topic!r} is not a replies topic (allowed: {allowed})"
         if topic not in self._known:
+            # A client may have created its reply topic a moment ago: look again, once
+            # per miss (callers waiting on the lock share a refresh made after they asked).
+            asked_at = time.monotonic()
             async with self._lock:
-                if time.monotonic() - self._refreshed > self.refresh_every_s:
+                if self._refreshed < asked_at:
                     await self.refresh()
             if topic not in self._known:
                 return f"reply_to topic {topic!r} does not exist (create it before asking)"
