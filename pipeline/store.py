@@ -367,7 +367,17 @@ class VectorStore:
             self.flush(collection)
 
     def flush(self, collection: str) -> None:
+        """Seal what was written, so the next search does not scan growing rows.
+
+        On Milvus Lite the first search after a flush also builds the sealed
+        segment's in-memory index (measured 60-250 ms at 20k x 600, then ~30 ms):
+        one tiny search here pays that cost at ingestion time instead of making
+        the next user query pay it.
+        """
         self._call(self.client.flush, collection)
+        if self.is_lite:
+            dim = self.dimension(collection)
+            self.search(collection, [[1.0] * dim], limit=1)
 
     def delete(self, collection: str, track_ids: Iterable[str], flush: bool = True) -> None:
         ids = list(track_ids)
