@@ -48,10 +48,11 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
 
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
     settings = Settings(
         home=BENCH_HOME,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT),
-        topics=TopicSettings(prefix=f"bench{uuid.uuid4().hex[:6]}.", partitions=3),
+        topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=3),
         embed=EmbedSettings(batch_tracks=8, idle_unload_s=0, device="cpu"),
     )
     infra.start_kafka(settings)

@@ -110,7 +110,7 @@ def bench_settings(prefix: str, home: Path, tracks: int) -> Settings:
     return Settings(
         home=home,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT),
-        topics=TopicSettings(prefix=prefix, partitions=6),
+        topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=6),
         milvus=MilvusSettings(uri=str(home / f"milvus-{tracks}.db")),
         query=QuerySettings(),
     )

@@ -39,12 +39,13 @@ FORMATS = ("flac", "mp3", "ogg", "wav")
 
 
 def bench_settings() -> Settings:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
     return Settings(
         home=BENCH_HOME,
         kafka=KafkaSettings(
             bootstrap_servers=f"127.0.0.1:{BENCH_PORT}", local_port=BENCH_PORT, local_heap="512m"
         ),
-        topics=TopicSettings(prefix=f"bench{uuid.uuid4().hex[:8]}.", partitions=6),
+        topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=6),
     )
 
 

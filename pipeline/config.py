@@ -67,9 +67,18 @@ class TopicSettings(BaseModel):
     dlq_retention_ms: int = Field(
         30 * 24 * 3600 * 1000, description="How long dead letters are kept (default 30 days)."
     )
+    group_prefix: str = Field(
+        "",
+        description="Prefix of every consumer-group id (`embed-<model>`, `query`); group ids "
+        "are global to a cluster, so two installs sharing one set it apart.",
+    )
 
     def name(self, family: str) -> str:
         return f"{self.prefix}{family}"
+
+    def group(self, name: str) -> str:
+        """The consumer-group id for a group named in the architecture (e.g. `query`)."""
+        return f"{self.group_prefix}{name}"
 
     @property
     def tracks(self) -> str:

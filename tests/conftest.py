@@ -28,13 +28,16 @@ MILVUS_PORT = int(os.environ.get("SONICBUS_TEST_MILVUS_PORT", "39530"))
 
 def base_settings(**overrides: object) -> Settings:
     """Settings for tests: loopback test ports, a scratch home, nothing from the user's env."""
+    run = f"t{uuid.uuid4().hex[:10]}."
     values: dict[str, object] = {
         "home": TEST_HOME,
         "kafka": KafkaSettings(
             bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT, local_heap="512m"
         ),
         "milvus": MilvusSettings(local_port=MILVUS_PORT),
-        "topics": TopicSettings(prefix=f"t{uuid.uuid4().hex[:10]}.", partitions=3),
+        # Topics and consumer groups both carry the test's own prefix: group ids are
+        # cluster-wide, and a test resetting `embed-musicnn` must not meet another's member.
+        "topics": TopicSettings(prefix=run, group_prefix=run, partitions=3),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -143,7 +143,8 @@ async def test_requests_nobody_can_be_answered_go_to_the_dlq(running: Running) -
     }
     assert set(letters) == set(cases)
     assert all(
-        letter.stage == "query" and letter.consumer_group == "query" for letter in letters.values()
+        letter.stage == "query" and letter.consumer_group == settings.topics.group("query")
+        for letter in letters.values()
     )
     assert "no reply_to header" in letters["no-reply-to"].message
     assert "not a replies topic" in letters["reply-to-tracks"].message

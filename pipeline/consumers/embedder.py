@@ -40,8 +40,9 @@ from pipeline.store import StoreUnavailable, VectorRow, VectorStore
 log = logging.getLogger(__name__)
 
 
-def group_id(model: str) -> str:
-    return f"embed-{model}"
+def group_id(settings: Settings, model: str) -> str:
+    """The `embed-<model>` consumer group (with the install's group prefix)."""
+    return settings.topics.group(f"embed-{model}")
 
 
 def model_options(settings: Settings, model: str) -> ModelOptions:
@@ -286,7 +287,7 @@ async def run_embedder(
     consumer = make_consumer(
         settings.kafka,
         settings.topics.tracks,
-        group_id=group_id(model_name),
+        group_id=group_id(settings, model_name),
         role=f"embed-{model_name}",
         max_poll_interval_ms=900_000,
     )
@@ -299,13 +300,13 @@ async def run_embedder(
             consumer=consumer,
             producer=producer,
             dlq_topic=settings.topics.dlq,
-            group_id=group_id(model_name),
+            group_id=group_id(settings, model_name),
             schema=TrackEvent,
             handler=embedder.handle,
             batch_size=settings.embed.batch_tracks,
             max_attempts=settings.embed.max_attempts,
         )
-        log.info("embedding with %s (group %s)", model_name, group_id(model_name))
+        log.info("embedding with %s (group %s)", model_name, group_id(settings, model_name))
         await worker.run(stop)
     finally:
         await consumer.stop()

@@ -52,8 +52,14 @@ from pipeline.store import VectorStore
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "query"
 JSON = "application/json"
+
+
+def query_group(settings: Settings) -> str:
+    """The `query` consumer group (with the install's group prefix)."""
+    return settings.topics.group("query")
+
+
 # While a fetch waits at the broker for partitions without data, a partition whose records
 # were still being handled is not fetched again: a new request there waits for that fetch
 # (aiokafka's default 500 ms was the p99 of every bench run). 25 ms keeps idle polling cheap.
@@ -146,7 +152,9 @@ class QueryService:
         ]
         await self.broker.start()
         log.info(
-            "query service answering on %s (group %s)", self.settings.topics.requests, GROUP_ID
+            "query service answering on %s (group %s)",
+            self.settings.topics.requests,
+            query_group(self.settings),
         )
 
     async def stop(self) -> None:
@@ -236,7 +244,7 @@ class QueryService:
             topic=raw.topic,
             partition=raw.partition,
             offset=raw.offset,
-            group=GROUP_ID,
+            group=query_group(self.settings),
         )
         await self.dlq.send(letter)
         self.stats.dead_lettered += 1
@@ -352,7 +360,7 @@ def build_broker(settings: Settings, service: QueryService | None) -> KafkaBroke
         settings.topics.requests,
         parser=parse_request,
         decoder=decode_request,
-        group_id=GROUP_ID,
+        group_id=query_group(settings),
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         max_workers=settings.query.workers,
