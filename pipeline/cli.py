@@ -16,6 +16,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.consumers.commands import register as register_consumer_commands
 from pipeline.consumers.query_commands import register as register_query_commands
 from pipeline.logs import setup_logging
+from pipeline.ops.commands import register as register_ops_commands
 from pipeline.producers.commands import register as register_producer_commands
 from pipeline.topics import ensure_topics, list_topics
 
@@ -32,6 +33,7 @@ app.add_typer(schemas_app, name="schemas")
 register_producer_commands(app)
 register_consumer_commands(app)
 register_query_commands(app)
+register_ops_commands(app)
 
 console = Console()
 

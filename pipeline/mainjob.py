@@ -102,8 +102,8 @@ def _query_service(settings: Settings, store: VectorStore):  # type: ignore[no-u
 def _row_counts(store: VectorStore, models: Sequence[str]) -> dict[str, int]:
     counts = {}
     for model in models:
-        name = store.collection_name(model)
         try:
+            name = store.active_collection(model)  # after a `reembed --fresh`: the new one
             counts[model] = store.count(name) if store.has_collection(name) else 0
         except Exception:  # status only: a busy store must not stop the job
             counts[model] = -1
