@@ -49,6 +49,7 @@ CORRUPT = 3
 # but its member may take a moment to be gone on the broker.
 WAIT_S = 30.0
 WAIT = ("--wait", "--wait-timeout", str(WAIT_S))
+HOLD_S = 10.0
 
 
 def library(folder: Path, count: int, corrupt: int) -> tuple[list, list[str]]:
@@ -319,13 +320,15 @@ async def test_a_cancelled_replay_resumes_where_it_stopped_and_embeds_each_track
                     await asyncio.sleep(0.2)
             await cancel_replay(store, "musicnn")
 
-            # The batch in hand finishes; then nothing moves: no embedding, no commit.
+            # The batch in hand finishes; then nothing moves: no embedding, no commit. "Nothing
+            # moved for HOLD_S" must outlast one batch (decode, embed, the server's ~2.5 s flush),
+            # or a slow batch in hand would look like a held embedder.
             async def still() -> tuple[int, dict]:
                 progress = await replay_progress(settings, store, "musicnn", reader)
                 return progress.processed, await group_offsets(settings)
 
             held, stable_since = await still(), asyncio.get_running_loop().time()
-            while asyncio.get_running_loop().time() - stable_since < 2.0:
+            while asyncio.get_running_loop().time() - stable_since < HOLD_S:
                 await asyncio.sleep(0.4)
                 now = await still()
                 if now != held:
