@@ -106,13 +106,13 @@ def log(message: str) -> None:
     print(f"[query_latency] {message}", file=sys.stderr, flush=True)
 
 
-def bench_settings(prefix: str, home: Path, tracks: int) -> Settings:
+def bench_settings(prefix: str, home: Path, tracks: int, threads: int = 8) -> Settings:
     return Settings(
         home=home,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT),
         topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=6),
         milvus=MilvusSettings(uri=str(home / f"milvus-{tracks}.db")),
-        query=QuerySettings(),
+        query=QuerySettings(threads=threads, workers=max(threads, 8)),
     )
 
 
@@ -325,6 +325,7 @@ def start_service(settings: Settings) -> subprocess.Popen[bytes]:
         SONICBUS_HOME=str(settings.home),
         SONICBUS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
         SONICBUS_TOPICS__PREFIX=settings.topics.prefix,
+        SONICBUS_TOPICS__GROUP_PREFIX=settings.topics.group_prefix,
         SONICBUS_MILVUS__URI=settings.milvus_uri,
         SONICBUS_QUERY__WORKERS=str(settings.query.workers),
         SONICBUS_QUERY__THREADS=str(settings.query.threads),
@@ -341,6 +342,7 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=200, help="Timed requests per client.")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=8, help="query.threads of the service.")
     parser.add_argument(
         "--phases",
         nargs="+",
@@ -352,7 +354,7 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     args.home.mkdir(parents=True, exist_ok=True)
-    settings = bench_settings(f"bench{uuid.uuid4().hex[:6]}.", args.home, args.tracks)
+    settings = bench_settings(f"bench{uuid.uuid4().hex[:6]}.", args.home, args.tracks, args.threads)
     infra.start_kafka(settings)
     asyncio.run(ensure_topics(settings.kafka, settings.topics))
     # Milvus Lite serves one process at a time and its server lives as long as the process

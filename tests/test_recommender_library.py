@@ -92,6 +92,40 @@ def test_an_index_follows_announced_changes_and_reconciles_missed_ones(lite_stor
     assert library.reconcile() == []
 
 
+def test_duplicate_pairs_are_scanned_once_and_kept_current(filled) -> None:  # type: ignore[no-untyped-def]
+    """One background scan finds every near-identical pair; later changes are folded in
+    without scanning again, and a smaller threshold is served by the same scan."""
+    from pipeline.recommender.duplicates import pair_scan
+
+    store, vectors = filled
+    rng = np.random.default_rng(5)
+    index = Library(store, QuerySettings()).index("musicnn")
+
+    def near(i: int) -> np.ndarray:  # a copy of track i: cosine distance ~0.002
+        return vectors[i] + 0.05 * rng.normal(size=24).astype(np.float32) / np.sqrt(24)
+
+    index.upsert_rows(
+        [{"track_id": f"copy{i}", "embedding": near(i), "extra": {}} for i in (7, 42)]
+    )
+    scan = pair_scan(index, 0.02)
+    assert scan.done.wait(30) and scan.error is None
+    expected = {("copy7", "t7"), ("copy42", "t42")}
+    assert {pair for pair, d in scan.pairs().items() if d < 0.02} == expected
+    # The brute-force truth: no other pair of the 3,002 tracks is that close.
+    everything = np.vstack([vectors, [near(7), near(42)]])
+    everything /= np.linalg.norm(everything, axis=1, keepdims=True)
+    sims = np.triu(everything @ everything.T, k=1)
+    assert int((sims > 0.98).sum()) == 2
+
+    index.upsert_rows([{"track_id": "copy100", "embedding": near(100), "extra": {}}])
+    index.remove(["copy7"])
+    assert pair_scan(index, 0.01) is scan  # no new scan
+    assert {pair for pair, d in scan.pairs().items() if d < 0.02} == {
+        ("copy42", "t42"), ("copy100", "t100")
+    }  # fmt: skip
+    assert pair_scan(index, 0.2) is not scan  # a larger threshold needs its own scan
+
+
 def test_models_without_collections_and_the_cache_budget(lite_store) -> None:  # type: ignore[no-untyped-def]
     library = Library(lite_store, QuerySettings(cache_max_mb=1))
     with pytest.raises(NotEmbedded, match="nothing embedded yet"):

@@ -4,11 +4,20 @@ Two tests, used by the `duplicates` request and by every result list:
 - vectors: cosine distance below a threshold (0.02 by default);
 - metadata: the same artist and the same title once version noise such as
   "(Remastered 2011)" is dropped.
+
+Finding every pair compares every track with every other: at 50,000 x 600
+that is ~18 s of one core here, longer than a request may wait. So a cached
+index scans once in the background (`PairScan`), the first request gets what
+was found so far with a warning, and later requests get the whole list, kept
+current from the index's change log (a changed track is compared with all
+others again: milliseconds).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 
 import numpy as np
@@ -24,6 +33,11 @@ _VERSION_NOISE = re.compile(
 )
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 BLOCK_ROWS = 256  # a block's similarities with 50,000 tracks take 51 MB
+# Pairs are kept up to this distance (or the request's, if larger), so requests with
+# any smaller threshold share one scan.
+SCAN_THRESHOLD = 0.05
+log = logging.getLogger(__name__)
+_starting = threading.Lock()
 
 
 def _words(text: str) -> str:
@@ -44,7 +58,7 @@ def run(ctx: QueryContext) -> Outcome:
         ctx.warn(f"duplicates compares tracks in one model: {index.model}")
     threshold = float(ctx.request.threshold)
     if index.cache_vectors:
-        pairs = _pairs_in_memory(ctx, index, threshold)
+        pairs = _pairs_cached(ctx, index, threshold)
     else:
         pairs = _pairs_via_milvus(ctx, index, threshold)
     pairs.sort(key=lambda p: (p[2], p[0], p[1]))
@@ -72,27 +86,139 @@ def _scored(info: dict[str, TrackInfo], track_id: str, score: float) -> ScoredTr
     )
 
 
-def _pairs_in_memory(
+class PairScan:
+    """Every pair of an index's tracks closer than `threshold` (exact, cosine distance).
+
+    A thread compares the tracks block by block over the upper triangle of the
+    similarity matrix; `pairs()` then brings the result up to the index's
+    current version by comparing the tracks changed since with every track.
+    """
+
+    def __init__(self, index: ModelIndex, threshold: float) -> None:
+        self.index = index
+        self.threshold = threshold
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.scanned = 0
+        self.total = 0
+        self._pairs: dict[tuple[str, str], float] = {}
+        self._version = -1  # the index version the pairs reflect, once done
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._scan, name=f"duplicates-{index.model}", daemon=True
+        )
+
+    def start(self) -> PairScan:
+        self._thread.start()
+        return self
+
+    @property
+    def usable(self) -> bool:
+        """False once it failed or its index changed more than the change log remembers."""
+        if self.error is not None:
+            return False
+        if not self.done.is_set():
+            return True
+        return self.index.changes_since(self._version)[1] is not None
+
+    def _scan(self) -> None:
+        started = time.perf_counter()
+        try:
+            view, version = self.index.versioned_view()
+            assert view.vectors is not None
+            vectors, alive, ids = view.vectors[: view.n], view.alive[: view.n], view.ids
+            self.total = int(alive.sum())
+            for start in range(0, view.n, BLOCK_ROWS):
+                block = vectors[start : start + BLOCK_ROWS] @ vectors[start:].T
+                rows, cols = np.nonzero(block > 1.0 - self.threshold)
+                found = {}
+                for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                    i, j = start + r, start + c
+                    if j > i and alive[i] and alive[j]:
+                        found[_pair(ids[i], ids[j])] = _distance(float(block[r, c]))
+                with self._lock:
+                    self._pairs.update(found)
+                    self.scanned = min(start + BLOCK_ROWS, view.n) * self.total // max(view.n, 1)
+            self._version = version
+            log.info(
+                "duplicates of %s: %d tracks compared in %.1f s, %d pair(s) within %.3f",
+                self.index.model,
+                self.total,
+                time.perf_counter() - started,
+                len(self._pairs),
+                self.threshold,
+                extra={"model": self.index.model},
+            )
+        except BaseException as exc:  # the waiting request reports it; the next one rescans
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def pairs(self) -> dict[tuple[str, str], float]:
+        """The pairs as of now: all of them once done, else those found so far."""
+        with self._lock:
+            if self.done.is_set() and self.error is None:
+                version, changed = self.index.changes_since(self._version)
+                if changed:
+                    self._refresh(changed)
+                if changed is not None:
+                    self._version = version
+            return dict(self._pairs)
+
+    def _refresh(self, changed: set[str]) -> None:
+        """Forget the changed tracks' pairs and compare those still present with every track."""
+        self._pairs = {pair: d for pair, d in self._pairs.items() if not changed.intersection(pair)}
+        found, matrix = self.index.vectors(sorted(changed))
+        if not found:
+            return
+        view = self.index.view()
+        assert view.vectors is not None
+        sims = matrix @ view.vectors[: view.n].T
+        rows, cols = np.nonzero(sims > 1.0 - self.threshold)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            other = view.ids[c]
+            if other != found[r] and view.alive[c]:
+                self._pairs[_pair(found[r], other)] = _distance(float(sims[r, c]))
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    """A pair's key: the same whichever track was found first."""
+    return (a, b) if a <= b else (b, a)
+
+
+def _distance(similarity: float) -> float:
+    return round(max(0.0, 1.0 - similarity), 6)
+
+
+def pair_scan(index: ModelIndex, threshold: float) -> PairScan:
+    """The index's scan covering `threshold`, started now if there is none (or it is stale)."""
+    with _starting:
+        scan = index.pair_scan
+        if scan is None or scan.threshold < threshold or not scan.usable:
+            scan = PairScan(index, max(threshold, SCAN_THRESHOLD)).start()
+            index.pair_scan = scan
+        return scan
+
+
+def _pairs_cached(
     ctx: QueryContext, index: ModelIndex, threshold: float
 ) -> list[tuple[str, str, float]]:
-    """Block by block over the upper triangle of the similarity matrix (exact)."""
-    view = index.view()
-    assert view.vectors is not None
-    vectors = view.vectors[: view.n]
-    alive = view.alive[: view.n]
-    pairs = []
-    for start in range(0, view.n, BLOCK_ROWS):
-        if _out_of_time(ctx):
-            ctx.warn(f"stopped at the deadline after comparing {start} of {view.n} tracks")
-            break
-        block = vectors[start : start + BLOCK_ROWS] @ vectors[start:].T
-        rows, cols = np.nonzero(block > 1.0 - threshold)
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            i, j = start + r, start + c
-            if j > i and alive[i] and alive[j]:
-                distance = max(0.0, 1.0 - float(block[r, c]))
-                pairs.append((view.ids[i], view.ids[j], round(distance, 6)))
-    return pairs
+    """Pairs from the index's scan; while it runs, what it found up to the deadline."""
+    scan = pair_scan(index, threshold)
+    if ctx.deadline is None:
+        scan.done.wait()
+    else:
+        reserve = 0.1 * max(0.0, ctx.deadline - ctx.started)
+        scan.done.wait(max(0.0, ctx.deadline - reserve - time.monotonic()))
+    if scan.error is not None:
+        raise scan.error
+    found = scan.pairs()
+    if not scan.done.is_set():
+        ctx.warn(
+            f"compared {scan.scanned} of {scan.total} tracks so far: the comparison goes on "
+            "in the background, ask again in a moment for every pair"
+        )
+    return [(a, b, d) for (a, b), d in found.items() if d < threshold]
 
 
 def _pairs_via_milvus(

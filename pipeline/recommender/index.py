@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +31,14 @@ import torch
 from pipeline.recommender.batching import Batcher
 from pipeline.store import VectorStore, normalise
 
+if TYPE_CHECKING:
+    from pipeline.recommender.duplicates import PairScan
+
 log = logging.getLogger(__name__)
 
+# Changed ids kept (with their version) so caches over the index can catch up; older
+# changes are forgotten and such a cache is rebuilt instead.
+CHANGE_LOG_IDS = 100_000
 NEG_INF = np.float32(-np.inf)
 
 
@@ -87,6 +94,9 @@ class ModelIndex:
         self._n = 0
         self._dead = 0
         self._z_cache: tuple[int, np.ndarray] | None = None
+        self._changes: deque[tuple[int, frozenset[str]]] = deque()
+        self._logged = 0  # ids in _changes
+        self.pair_scan: PairScan | None = None  # near-duplicate pairs, see duplicates.py
         self.batcher: Batcher[_Job, tuple[View, Any]] = Batcher(self._run_jobs)
 
     # -- loading and updates ------------------------------------------------
@@ -136,11 +146,12 @@ class ModelIndex:
                 positions.append(at)
             if vectors is not None and self._vectors is not None:
                 self._vectors[positions] = vectors
-            self.version += 1
+            self._changed(str(row["track_id"]) for row in rows)
 
     def remove(self, track_ids: Iterable[str]) -> int:
         """Forget tracks (deleted from Milvus); returns how many were present."""
         removed = 0
+        gone = []
         with self._lock:
             for track_id in track_ids:
                 at = self._pos.get(track_id)
@@ -148,11 +159,35 @@ class ModelIndex:
                     self._alive[at] = False
                     self._dead += 1
                     removed += 1
+                    gone.append(track_id)
             if removed:
-                self.version += 1
+                self._changed(gone)
             if self._dead > max(1000, self._n // 4):
                 self._compact()
         return removed
+
+    def _changed(self, track_ids: Iterable[str]) -> None:
+        """A new version (caller holds the lock), and which tracks it changed."""
+        self.version += 1
+        ids = frozenset(track_ids)
+        self._changes.append((self.version, ids))
+        self._logged += len(ids)
+        while self._logged > CHANGE_LOG_IDS and len(self._changes) > 1:
+            self._logged -= len(self._changes.popleft()[1])
+
+    def changes_since(self, version: int) -> tuple[int, set[str] | None]:
+        """(current version, ids changed after `version`; None when the log no longer
+        reaches back that far, so a cache built at `version` must be rebuilt)."""
+        with self._lock:
+            if version == self.version:
+                return version, set()
+            if not self._changes or self._changes[0][0] > version + 1:
+                return self.version, None
+            changed: set[str] = set()
+            for at, ids in self._changes:
+                if at > version:
+                    changed |= ids
+            return self.version, changed
 
     def _set_tags(self, at: int, tags: Any) -> None:
         if not isinstance(tags, list) or not tags:
@@ -195,7 +230,7 @@ class ModelIndex:
         if self._tags is not None:
             self._tags = _grown(self._tags[keep], len(self._alive))
         self._n, self._dead = len(keep), 0
-        self.version += 1
+        self._changed(())  # rows moved, no track changed
 
     # -- reading ------------------------------------------------------------
 
@@ -206,6 +241,11 @@ class ModelIndex:
     def view(self) -> View:
         with self._lock:
             return View(self._n, self._ids, self._alive, self._vectors, self._tags)
+
+    def versioned_view(self) -> tuple[View, int]:
+        """A view and the version it shows, read together."""
+        with self._lock:
+            return self.view(), self.version
 
     def known(self, track_ids: Iterable[str]) -> list[str]:
         """The given ids that have a row here, in the given order."""
