@@ -16,7 +16,6 @@ others again: milliseconds).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 
@@ -26,12 +25,6 @@ from pipeline.recommender.common import Candidate, Outcome, QueryContext
 from pipeline.recommender.index import ModelIndex, TrackInfo
 from pipeline.schemas.queries import DuplicatePair, ScoredTrack
 
-_VERSION_NOISE = re.compile(
-    r"[\(\[][^\)\]]*(remaster|version|edit|mono|stereo|mix|deluxe|bonus)[^\)\]]*[\)\]]"
-    r"|\s-\s.*(remaster|version|edit|mono|stereo).*$",
-    re.IGNORECASE,
-)
-_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 BLOCK_ROWS = 256  # a block's similarities with 50,000 tracks take 51 MB
 # Pairs are kept up to this distance (or the request's, if larger), so requests with
 # any smaller threshold share one scan.
@@ -40,15 +33,9 @@ log = logging.getLogger(__name__)
 _starting = threading.Lock()
 
 
-def _words(text: str) -> str:
-    return _NOT_WORD.sub(" ", text.casefold()).strip()
-
-
 def same_song_key(info: TrackInfo | None) -> tuple[str, str] | None:
     """(artist, title) with version noise removed; None when the title is unknown."""
-    if info is None or not info.title.strip():
-        return None
-    return _words(info.artist), _words(_VERSION_NOISE.sub(" ", info.title))
+    return info.song_key if info is not None else None
 
 
 def run(ctx: QueryContext) -> Outcome:
