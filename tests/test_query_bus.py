@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.bus import make_consumer
+from pipeline.bus import make_admin, make_consumer
 from pipeline.client import QueryClient
 from pipeline.config import QuerySettings
 from pipeline.consumers.query import QueryService, run_query_service
@@ -153,6 +153,43 @@ async def test_requests_nobody_can_be_answered_go_to_the_dlq(running: Running) -
     # Nothing was written into the tracks topic, and the service still answers.
     assert await end_offsets(settings, settings.topics.tracks, settings.topics.partitions) == 0
     still = await running.client.ask({"type": "similar", "request_id": "ok", "track_id": "rock1"})
+    assert still.ok
+
+
+async def test_a_reply_that_cannot_be_published_is_kept_in_the_dlq(running: Running) -> None:  # noqa: F811
+    """The client's reply topic is deleted after the service checked it: the answer cannot
+    be delivered, so the request goes to the dlq (stage publish) and the service goes on."""
+    settings = running.settings
+    gone = f"{settings.topics.replies}.gone"
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(gone, 1, 1)])
+        async with QueryClient(settings, reply_topic=gone) as client:
+            first = {"type": "similar", "request_id": "first", "track_id": "rock1"}
+            assert (await client.ask(first, timeout=20)).ok  # the service now knows the topic
+        await admin.delete_topics([gone])
+    finally:
+        await admin.close()
+    body = json.dumps({"type": "similar", "request_id": "undeliverable", "track_id": "rock1"})
+    before = await end_offsets(settings, settings.topics.dlq, 1)
+    await running.service.producer.send_and_wait(
+        settings.topics.requests, body.encode(), key=b"undeliverable",
+        headers=[("reply_to", gone.encode()), ("correlation_id", b"c-gone")],
+    )  # fmt: skip
+    # The producer gives up after kafka.request_timeout_ms (15 s by default).
+    records = await drain(settings, settings.topics.dlq, before + 1, timeout=60)
+    letter = next(
+        d
+        for d in map(DeadLetter.from_bytes, (r.value for r in records))
+        if d.key == "undeliverable"
+    )
+    assert letter.stage == "publish" and letter.consumer_group == settings.topics.group("query")
+    assert json.loads(letter.original_value())["request_id"] == "undeliverable"
+    assert (letter.source_topic, letter.headers.get("reply_to")) == (settings.topics.requests, gone)
+    still = await running.client.ask(
+        {"type": "similar", "request_id": "after", "track_id": "rock1"}
+    )
     assert still.ok
 
 

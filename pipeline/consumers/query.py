@@ -30,7 +30,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker, KafkaResponse
@@ -41,7 +41,7 @@ from models.registry import available_models
 from pipeline.bus import make_admin, make_broker, make_consumer, make_producer
 from pipeline.client import read_from_end
 from pipeline.config import Settings
-from pipeline.deadletters import DeadLetterSink, dead_letter_for
+from pipeline.deadletters import DeadLetterSink, dead_letter_for_record
 from pipeline.recommender.engine import QueryEngine, invalid_request_reply
 from pipeline.recommender.library import Library
 from pipeline.recommender.seeds import SeedSource
@@ -233,19 +233,12 @@ class QueryService:
             reply = _error_reply(key or "unknown", None, "internal", message)
         return self.response(reply)
 
-    async def dead_letter(self, message: Any, reason: str) -> None:
-        raw = message.raw_message
-        letter = dead_letter_for(
-            stage="query",
-            error=ReplyTopicError(reason),
-            key=raw.key,
-            value=raw.value,
-            headers=list(raw.headers or []),
-            topic=raw.topic,
-            partition=raw.partition,
-            offset=raw.offset,
-            group=query_group(self.settings),
-        )
+    async def dead_letter(
+        self, record: Any, error: BaseException, stage: Literal["query", "publish"] = "query"
+    ) -> None:
+        """Keep a request nobody could be answered for (`record`: its ConsumerRecord)."""
+        group = query_group(self.settings)
+        letter = dead_letter_for_record(record, stage=stage, error=error, group=group)
         await self.dlq.send(letter)
         self.stats.dead_lettered += 1
 
@@ -321,12 +314,28 @@ def request_guard(service: QueryService | None) -> type[BaseMiddleware]:
             problem = await service.reply_topics.problem(msg.reply_to or "")
             if problem:
                 msg.reply_to = ""  # nothing is published anywhere
-                await service.dead_letter(msg, problem)
+                await service.dead_letter(msg.raw_message, ReplyTopicError(problem))
                 return None
             try:
                 return await call_next(msg)
             except Exception as exc:
                 return service.invalid(msg, exc)
+
+        async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+            """The reply could not be published (its topic deleted since the check, the
+            broker gone): the request goes to the dlq, so the failure is kept, not lost."""
+            assert service is not None
+            try:
+                return await call_next(cmd)
+            except Exception as exc:
+                log.warning(
+                    "the reply on %s could not be published: %s: %s",
+                    getattr(cmd, "destination", "?"),
+                    type(exc).__name__,
+                    exc,
+                )
+                await service.dead_letter(self.msg, exc, stage="publish")
+                return None
 
     return RequestGuard
 
