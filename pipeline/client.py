@@ -67,15 +67,16 @@ class QueryClient:
         await self.stop()
 
     async def start(self) -> None:
-        self._broker = make_broker(self.settings.kafka)
-        await self._broker.connect()
-        self._consumer = make_consumer(
-            self.settings.kafka, group_id=None, role="query-client", fetch_max_wait_ms=25
-        )
-        await self._consumer.start()
+        """Connect and position on the reply topic; on failure nothing is left open."""
         try:
+            self._broker = make_broker(self.settings.kafka)
+            await self._broker.connect()
+            self._consumer = make_consumer(
+                self.settings.kafka, group_id=None, role="query-client", fetch_max_wait_ms=25
+            )
+            await self._consumer.start()
             await read_from_end(self._consumer, self.settings, self.reply_topic)
-        except ValueError:
+        except BaseException:
             await self.stop()
             raise
         self._reader = asyncio.create_task(self._read_replies(), name="query-client-replies")

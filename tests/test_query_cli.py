@@ -82,8 +82,8 @@ async def sonicbus(running: Running, *args: str, **env: str) -> subprocess.Compl
         SONICBUS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
         SONICBUS_TOPICS__PREFIX=settings.topics.prefix,
         COLUMNS="220",
-        **env,
     )
+    clean.update(env)
     command = [sys.executable, "-m", "pipeline.cli", *args]
     return await asyncio.to_thread(
         subprocess.run, command, env=clean, capture_output=True, text=True, timeout=90
@@ -165,3 +165,13 @@ async def test_the_asyncapi_document_comes_from_the_faststream_app(
     messages = document["components"]["messages"]
     assert all(m["correlationId"]["location"] == "$message.header#/correlation_id"
                for m in messages.values())  # fmt: skip
+
+
+async def test_ask_without_a_reachable_broker_says_so(running: Running) -> None:  # noqa: F811
+    down = await sonicbus(
+        running, "ask", "similar", "rock1", "--timeout", "2",
+        SONICBUS_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",
+    )  # fmt: skip
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert "cannot reach Kafka at 127.0.0.1:1" in down.stdout
+    assert "Traceback" not in down.stdout + down.stderr

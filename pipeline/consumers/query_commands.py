@@ -11,9 +11,12 @@ of a vanilla Navidrome get every playlist mode too.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,22 +103,92 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
     return json.loads(spec.to_specification().to_json())
 
 
-def _request_commands(app: typer.Typer, playlist: bool) -> None:
-    """One command per request type; see `_finish` for what `playlist` changes."""
+@dataclass
+class Shared:
+    """The options every request command takes, spelled one way (see `request_command`)."""
 
-    def common(limit: int, model: list[str] | None, exclude: list[str] | None, cap: int | None):
-        values: dict[str, Any] = {"request_id": uuid.uuid4().hex, "limit": limit}
-        if model:
-            values["models"] = model
-        if exclude:
-            values["exclude_track_ids"] = exclude
-        if cap:
-            values["max_per_artist"] = cap
+    limit: int = 25
+    model: list[str] | None = None
+    exclude: list[str] | None = None
+    max_per_artist: int | None = None
+    timeout: float | None = None
+    as_json: bool = False
+    to_navidrome: str | None = None
+
+    def request_fields(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"request_id": uuid.uuid4().hex, "limit": self.limit}
+        if self.model:
+            values["models"] = self.model
+        if self.exclude:
+            values["exclude_track_ids"] = self.exclude
+        if self.max_per_artist:
+            values["max_per_artist"] = self.max_per_artist
         return values
 
-    @app.command("recommend")
+
+SHARED_OPTIONS = {
+    "limit": Limit,
+    "model": Models,
+    "exclude": Exclude,
+    "max_per_artist": PerArtist,
+    "timeout": Timeout,
+    "as_json": AsJson,
+    "to_navidrome": Playlist,
+}
+
+
+def request_command(
+    app: typer.Typer,
+    name: str,
+    playlist: bool,
+    *,
+    limit: int = 25,
+    without: tuple[str, ...] = (),
+) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register `build` as command `name`, with the shared options added to its own.
+
+    `build` takes the command's own options and returns the request fields
+    they make; the shared options (`Shared`) are appended to its signature
+    here, so typer shows and parses them alike in every command, and the
+    request is sent (and, for `playlist`, written to Navidrome) in one place.
+    """
+
+    def register(build: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        defaults = Shared(limit=limit)
+        shared = [
+            inspect.Parameter(
+                option,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=getattr(defaults, option),
+                annotation=annotation,
+            )
+            for option, annotation in SHARED_OPTIONS.items()
+            if option not in without
+        ]
+        context = inspect.Parameter(
+            "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+        )
+        own = list(inspect.signature(build, eval_str=True).parameters.values())
+
+        def command(ctx: typer.Context, **values: Any) -> None:
+            options = Shared(**{p.name: values.pop(p.name) for p in shared})
+            request = options.request_fields() | build(**values)
+            _ask(ctx, request, options, playlist)
+
+        command.__signature__ = inspect.Signature([context, *own, *shared])  # type: ignore[attr-defined]
+        command.__doc__ = build.__doc__
+        command.__name__ = build.__name__
+        app.command(name)(command)
+        return build
+
+    return register
+
+
+def _request_commands(app: typer.Typer, playlist: bool) -> None:
+    """One command per request type; see `_ask` for what `playlist` changes."""
+
+    @request_command(app, "recommend", playlist)
     def recommend(
-        ctx: typer.Context,
         seed: Annotated[
             list[str] | None, typer.Option("--seed", "-s", help="TRACK_ID or TRACK_ID:WEIGHT.")
         ] = None,
@@ -128,16 +201,9 @@ def _request_commands(app: typer.Typer, playlist: bool) -> None:
         diversity: Annotated[float, typer.Option(help="MMR: 0 = pure similarity.")] = 0.0,
         dislike: Annotated[list[str] | None, typer.Option(help="Disliked track id.")] = None,
         negative: Negative = None,
-        limit: Limit = 25,
-        model: Models = None,
-        exclude: Exclude = None,
-        max_per_artist: PerArtist = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Tracks like the seeds (or a Navidrome seed mode's)."""
-        request = common(limit, model, exclude, max_per_artist) | {
+        request = {
             "type": "recommend",
             "seeds": [_seed(s) for s in seed or []],
             "seed_mode": seed_mode,
@@ -147,145 +213,84 @@ def _request_commands(app: typer.Typer, playlist: bool) -> None:
             "dislike_track_ids": dislike or [],
             "negative_prompts": negative or [],
         }
-        if user:
-            request["user_id"] = user
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
+        return request | ({"user_id": user} if user else {})
 
-    @app.command("text")
+    @request_command(app, "text", playlist)
     def text(
-        ctx: typer.Context,
         prompt: Annotated[str, typer.Argument(help='e.g. "calm piano instrumental".')],
         negative: Negative = None,
-        limit: Limit = 25,
-        model: Models = None,
-        exclude: Exclude = None,
-        max_per_artist: PerArtist = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Tracks matching a text prompt."""
-        request = common(limit, model, exclude, max_per_artist) | {
-            "type": "text",
-            "prompt": prompt,
-            "negative_prompts": negative or [],
-        }
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
+        return {"type": "text", "prompt": prompt, "negative_prompts": negative or []}
 
-    @app.command("similar")
+    @request_command(app, "similar", playlist)
     def similar(
-        ctx: typer.Context,
         track_id: Annotated[str, typer.Argument(help="The seed track.")],
         walk: Annotated[bool, typer.Option("--walk", help="Radius-walk ordering.")] = False,
-        limit: Limit = 25,
-        model: Models = None,
-        exclude: Exclude = None,
-        max_per_artist: PerArtist = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Tracks like one track, ranked or as a smooth radius walk."""
-        request = common(limit, model, exclude, max_per_artist) | {
-            "type": "similar",
-            "track_id": track_id,
-            "ordering": "radius_walk" if walk else "ranked",
-        }
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
+        ordering = "radius_walk" if walk else "ranked"
+        return {"type": "similar", "track_id": track_id, "ordering": ordering}
 
-    @app.command("path")
+    @request_command(app, "path", playlist, without=("limit",))
     def path(
-        ctx: typer.Context,
         start: Annotated[str, typer.Argument(help="First track.")],
         end: Annotated[str, typer.Argument(help="Last track.")],
         steps: Annotated[int, typer.Option(help="Tracks on the path, ends included.")] = 10,
         spherical: Annotated[bool, typer.Option(help="Spherical interpolation.")] = False,
         exact: Annotated[bool, typer.Option("--exact", help="Exactly STEPS tracks.")] = False,
-        model: Models = None,
-        exclude: Exclude = None,
-        max_per_artist: PerArtist = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """A path from one track to another."""
-        request = common(max(steps, 2), model, exclude, max_per_artist) | {
+        return {
             "type": "path",
+            "limit": max(steps, 2),
             "start_track_id": start,
             "end_track_id": end,
             "steps": steps,
             "interpolation": "spherical" if spherical else "linear",
             "exact_length": exact,
         }
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
 
-    @app.command("alchemy")
+    @request_command(app, "alchemy", playlist)
     def alchemy(
-        ctx: typer.Context,
         add: Annotated[list[str], typer.Option("--add", help="Track id to add (repeatable).")],
         subtract: Annotated[list[str] | None, typer.Option(help="Track id to subtract.")] = None,
         temperature: Annotated[float, typer.Option(help="0 = deterministic.")] = 1.0,
         threshold: Annotated[float, typer.Option(help="Subtract distance threshold.")] = 0.2,
         random_seed: Annotated[int | None, typer.Option(help="Repeatable sampling.")] = None,
-        limit: Limit = 25,
-        model: Models = None,
-        exclude: Exclude = None,
-        max_per_artist: PerArtist = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Like the added tracks, unlike the subtracted ones."""
-        request = common(limit, model, exclude, max_per_artist) | {
+        request = {
             "type": "alchemy",
             "add_track_ids": add,
             "subtract_track_ids": subtract or [],
             "temperature": temperature,
             "subtract_threshold": threshold,
         }
-        if random_seed is not None:
-            request["random_seed"] = random_seed
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
+        return request | ({"random_seed": random_seed} if random_seed is not None else {})
 
-    @app.command("fingerprint")
+    @request_command(app, "fingerprint", playlist)
     def fingerprint(
-        ctx: typer.Context,
         user: Annotated[str | None, typer.Option(help="Navidrome user.")] = None,
         seed: Annotated[
             list[str] | None, typer.Option("--seed", "-s", help="TRACK_ID[:PLAYS] instead.")
         ] = None,
         half_life: Annotated[float, typer.Option(help="Recency half-life in days.")] = 30.0,
-        limit: Limit = 25,
-        model: Models = None,
-        exclude: Exclude = None,
-        max_per_artist: PerArtist = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Tracks matching a user's top plays, weighted by recency."""
-        request = common(limit, model, exclude, max_per_artist) | {
+        request = {
             "type": "fingerprint",
             "seeds": [_seed(s) for s in seed or []],
             "half_life_days": half_life,
         }
-        if user:
-            request["user_id"] = user
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
+        return request | ({"user_id": user} if user else {})
 
-    @app.command("duplicates")
+    @request_command(app, "duplicates", playlist, limit=100, without=("exclude", "max_per_artist"))
     def duplicates(
-        ctx: typer.Context,
         threshold: Annotated[float, typer.Option(help="Cosine distance below = duplicate.")] = 0.02,
-        limit: Limit = 100,
-        model: Models = None,
-        timeout: Timeout = None,
-        as_json: AsJson = False,
-        to_navidrome: Playlist = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Near-identical track pairs in the library."""
-        request = common(limit, model, None, None) | {"type": "duplicates", "threshold": threshold}
-        _ask(ctx, request, timeout, as_json, to_navidrome, playlist)
+        return {"type": "duplicates", "threshold": threshold}
 
     if not playlist:
 
@@ -316,20 +321,16 @@ def _seed(text: str) -> dict[str, Any]:
         return {"track_id": text}
 
 
-def _ask(
-    ctx: typer.Context,
-    values: dict[str, Any],
-    timeout: float | None,
-    as_json: bool,
-    to_navidrome: str | None,
-    playlist: bool,
-) -> None:
+def _ask(ctx: typer.Context, values: dict[str, Any], options: Shared, playlist: bool) -> None:
+    """Send the request, print the reply; for `playlist`, write its tracks to Navidrome."""
+    from aiokafka.errors import KafkaError
     from pydantic import ValidationError
 
     from pipeline.client import QueryClient, QueryTimeout
     from pipeline.schemas.base import describe_validation_error
 
     settings: Settings = ctx.obj
+    timeout, to_navidrome = options.timeout, options.to_navidrome
     if playlist and not to_navidrome:
         raise typer.BadParameter("name the playlist", param_hint="--to-navidrome")
     try:
@@ -347,7 +348,11 @@ def _ask(
     except (QueryTimeout, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from None
-    if as_json:
+    except KafkaError as exc:
+        servers = settings.kafka.bootstrap_servers
+        console.print(f"[red]error:[/red] cannot reach Kafka at {servers}: {exc}")
+        raise typer.Exit(code=1) from None
+    if options.as_json:
         print(reply.model_dump_json(indent=2, exclude_none=True))
     else:
         print_reply(reply)
