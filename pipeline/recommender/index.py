@@ -349,14 +349,23 @@ class ModelIndex:
         return out
 
     @staticmethod
-    def _top(row: np.ndarray, k: int, ids: list[str]) -> list[tuple[str, float]]:
+    def _top(
+        row: np.ndarray, k: int, ids: list[str], rows: np.ndarray | None = None
+    ) -> list[tuple[str, float]]:
+        """The k best (id, score) of `row`; `rows[i]` is entry i's row in `ids` when given
+        (a subset was scored: mapping only the winners back is cheaper than all of them)."""
         n = len(row)
         k = min(k, n)
         if k <= 0:
             return []
         top = np.argpartition(row, n - k)[n - k :] if k < n else np.arange(n)
         top = top[np.argsort(row[top])[::-1]]
-        return [(ids[i], float(row[i])) for i in top if row[i] != NEG_INF]
+        at = top if rows is None else rows[top]
+        return [
+            (ids[r], float(row[i]))
+            for i, r in zip(top.tolist(), at.tolist(), strict=True)
+            if row[i] != NEG_INF
+        ]
 
     def _search_milvus(
         self, queries: np.ndarray, k: int, excluded: set[str]

@@ -116,7 +116,7 @@ def tag_ranking(
     if prototype is None:
         return ModelIndex._top(scores, k, view.ids)
     blended = (1 - blend) * scores[rows] + blend * (view.vectors[rows] @ prototype)
-    return ModelIndex._top(blended.astype(np.float32), k, [view.ids[i] for i in rows])
+    return ModelIndex._top(blended.astype(np.float32), k, view.ids, rows)
 
 
 def _best(scores: np.ndarray, count: int) -> np.ndarray:
