@@ -94,7 +94,10 @@ async def test_the_older_recommendation_api_is_answered_through_kafka(http, runn
     wanted = [f'sonicbus_query_latency_seconds_count{{ok="true",type="{kind}"}}'
               for kind in ("recommend", "text")]  # fmt: skip
     async with asyncio.timeout(20):
-        while not all(series in (await client.get("/metrics")).text for series in wanted):
+        while True:
+            metrics = (await client.get("/metrics")).text
+            if all(series in metrics for series in wanted):
+                break
             await asyncio.sleep(0.2)
 
 
