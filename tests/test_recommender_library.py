@@ -3,6 +3,8 @@ follow its changes, and fall back to Milvus searches when a library is too big t
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,45 @@ def test_duplicate_pairs_are_scanned_once_and_kept_current(filled) -> None:  # t
         ("copy42", "t42"), ("copy100", "t100")
     }  # fmt: skip
     assert pair_scan(index, 0.2) is not scan  # a larger threshold needs its own scan
+
+
+def test_duplicates_asked_during_the_scan_get_a_partial_answer_then_every_pair(filled) -> None:  # type: ignore[no-untyped-def]
+    """A request whose deadline comes before the background scan ends is answered with what
+    was found so far and says so; once the scan is done, the answer is complete."""
+    from pipeline.recommender import duplicates
+    from pipeline.recommender.common import QueryContext
+    from pipeline.schemas.queries import query_request_adapter
+
+    store, vectors = filled
+    library = Library(store, QuerySettings())
+    index = library.index("musicnn")
+    more = np.random.default_rng(9).normal(size=(20_000, 24)).astype(np.float32)
+    index.upsert_rows(
+        [{"track_id": f"m{i}", "embedding": v, "extra": {}} for i, v in enumerate(more)]
+    )
+    index.upsert_rows([{"track_id": "copy5", "embedding": vectors[5], "extra": {}}])
+
+    def ask(deadline: float | None) -> tuple[list[tuple[str, str]], list[str]]:
+        request = query_request_adapter.validate_python(
+            {"type": "duplicates", "request_id": "d", "threshold": 0.001}
+        )
+        now = time.monotonic()
+        ctx = QueryContext(
+            request=request,
+            settings=library.settings,
+            library=library,
+            text=None,  # type: ignore[arg-type]
+            deadline=None if deadline is None else now + deadline,
+            started=now,
+        )
+        outcome = duplicates.run(ctx)  # type: ignore[arg-type]
+        return [(p.first.track_id, p.second.track_id) for p in outcome.pairs], ctx.warnings
+
+    _, warnings = ask(deadline=1e-6)  # 23,001 tracks take the scan a good second
+    assert len(warnings) == 1 and "in the background, ask again" in warnings[0]
+    assert index.pair_scan is not None and index.pair_scan.done.wait(60)
+    pairs, warnings = ask(deadline=None)
+    assert pairs == [("copy5", "t5")] and warnings == []
 
 
 def test_models_without_collections_and_the_cache_budget(lite_store) -> None:  # type: ignore[no-untyped-def]
