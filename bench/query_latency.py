@@ -311,6 +311,7 @@ async def measure(
         ):
             if name not in phases:
                 continue
+            log(f"{name}: {len(senders)} client(s), {count} timed requests each ...")
             results[name] = await phase(senders, make, count, warmup)
             log(f"{name}: {results[name]}")
         return results

@@ -24,6 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
 
+# transformers resolves its names lazily, and that is not thread-safe: two threads
+# importing its first names at once made one fail with "cannot import name
+# 'AutoTokenizer'" (two query services warming up in one process). Every import from
+# transformers holds this lock (reentrant: a model's loader may import inside another).
+TRANSFORMERS_IMPORT = threading.RLock()
+
 
 class ModelOptions(BaseModel):
     """How one model is run; passed in by the pipeline, never read from globals."""

@@ -46,6 +46,7 @@ import torch
 from pydantic import Field, model_validator
 
 from models.base import (
+    TRANSFORMERS_IMPORT,
     EmbeddingModel,
     ModelOptions,
     ModelParams,
@@ -189,7 +190,8 @@ class MertModel(EmbeddingModel):
     # -- loading -------------------------------------------------------------- #
 
     def load(self, device: str) -> None:
-        from transformers import HubertConfig, HubertModel
+        with TRANSFORMERS_IMPORT:
+            from transformers import HubertConfig, HubertModel
 
         folder = self._folder()
         # from_dict, not from_pretrained: the file says model_type "mert_model", which is

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from models.base import (
+    TRANSFORMERS_IMPORT,
     EmbeddingModel,
     ModelOptions,
     ModelUnavailable,
@@ -164,7 +165,8 @@ class MuqMulanModel(EmbeddingModel):
         return f"muq-mulan:{weights[:12]}:{settings_digest(settings)}"
 
     def load(self, device: str) -> None:
-        from transformers import AutoTokenizer, XLMRobertaConfig
+        with TRANSFORMERS_IMPORT:
+            from transformers import AutoTokenizer, XLMRobertaConfig
 
         folder = self._folder()
         config = json.loads((folder / "config.json").read_text())

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ModelUnavailable
+from models.base import TRANSFORMERS_IMPORT, ModelUnavailable
 
 SAMPLE_RATE = 24_000
 
@@ -133,7 +133,8 @@ class MuqEncoder(nn.Module):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
-        from transformers import Wav2Vec2ConformerConfig
+        with TRANSFORMERS_IMPORT:
+            from transformers import Wav2Vec2ConformerConfig
 
         if config.get("features", ["melspec_2048"]) != ["melspec_2048"]:
             raise ModelUnavailable(f"MuQ features {config['features']} are not supported")
@@ -242,7 +243,8 @@ class MuLanNet(nn.Module):
 
     def __init__(self, config: dict[str, Any], muq_config: dict[str, Any], text_config: Any):
         super().__init__()
-        from transformers import XLMRobertaModel
+        with TRANSFORMERS_IMPORT:
+            from transformers import XLMRobertaModel
 
         audio_model, text_model = config.get("audio_model", {}), config.get("text_model", {})
         audio_head = config.get("audio_transformer", {})

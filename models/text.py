@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.base import ManagedModel, ModelUnavailable
+from models.base import TRANSFORMERS_IMPORT, ManagedModel, ModelUnavailable
 from models.musicnn_net import MSD_TAGS
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class SentenceEncoder:
         self._tokenizer: Any = None
 
     def _load(self) -> None:
-        from transformers import AutoTokenizer, BertModel
+        with TRANSFORMERS_IMPORT:
+            from transformers import AutoTokenizer, BertModel
 
         folder = self.model_dir or default_minilm_dir()
         if not (folder / "config.json").is_file():

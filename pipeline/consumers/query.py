@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from faststream import BaseMiddleware
+from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.kafka import KafkaBroker, KafkaResponse
 from faststream.kafka.annotations import KafkaMessage
 from threadpoolctl import threadpool_limits
@@ -159,6 +160,7 @@ class QueryService:
 
     async def stop(self) -> None:
         self._stopping.set()
+        await self._drain()
         await self.broker.stop()
         for model, index in self.library.loaded().items():
             batcher = index.batcher
@@ -242,6 +244,32 @@ class QueryService:
         await self.dlq.send(letter)
         self.stats.dead_lettered += 1
 
+    async def _drain(self) -> None:
+        """Stop taking requests and answer those already taken, before leaving the group.
+
+        Requests are committed when read, so a replica that left with requests
+        in hand (fetched, queued for a worker, being answered) would lose them:
+        their clients would wait out their timeout (a rolling restart or a
+        scale-down did exactly that). Paused partitions are not read any more;
+        once nothing is in hand, the offsets committed on leaving are past
+        answered requests only, and the replicas that stay go on from there.
+        """
+        subscriber = self.broker.subscribers[0]
+        consumer = subscriber.consumer
+        if consumer is None:
+            return
+        give_up = time.monotonic() + self.settings.query.default_timeout_s
+        idle_rounds = 0
+        while idle_rounds < 3:  # idle a few rounds: a record between two hands is seen
+            # Again every round: a rebalance during the drain may assign more partitions.
+            consumer.pause(*consumer.assignment())
+            in_hand = requests_in_hand(subscriber)
+            idle_rounds = 0 if in_hand else idle_rounds + 1
+            if time.monotonic() > give_up:
+                log.warning("stopping with %d requests still unanswered", in_hand)
+                return
+            await asyncio.sleep(0.02)
+
     # -- background ---------------------------------------------------------
 
     async def _warm(self) -> None:
@@ -286,6 +314,25 @@ class QueryService:
                     log.exception("updating the query indexes failed")
         finally:
             await consumer.stop()
+
+
+def requests_in_hand(subscriber: Any) -> int:
+    """How many records the `requests` subscriber has read but not finished answering.
+
+    FastStream keeps them in three places: handlers running (its graceful-stop
+    lock), records queued for a free worker (a memory stream), and a record
+    its read loop holds while it waits for a worker slot (the limiter).
+    """
+    lock = getattr(subscriber, "lock", None)
+    count = lock.qsize if isinstance(lock, MultiLock) else 0
+    stream = getattr(subscriber, "receive_stream", None)
+    if stream is not None:
+        count += stream.statistics().current_buffer_used
+    limiter = getattr(subscriber, "limiter", None)
+    if limiter is not None:
+        stats = limiter.statistics()
+        count += stats.tasks_waiting + (subscriber.max_workers - limiter.value)
+    return count
 
 
 def freeze_heap() -> None:
