@@ -7,6 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
+
+from models.registry import available_models
+from pipeline.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,3 +40,28 @@ def test_compose_file_is_accepted_by_docker_compose() -> None:
     assert result.returncode == 0, result.stderr
     services = set(result.stdout.split())
     assert {"kafka", "milvus", "etcd", "minio", "topics", "watcher", "embed-musicnn"} <= services
+
+
+def sonicbus_services() -> dict[str, list[str]]:
+    """Each service that runs the sonicbus image, with its command (anchors merged)."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return {
+        name: service["command"]
+        for name, service in compose["services"].items()
+        if service.get("image") == "sonicbus:latest"
+    }
+
+
+def test_every_sonicbus_process_has_a_service_with_a_real_command() -> None:
+    """Without Docker: the commands are sonicbus commands and options that exist."""
+    services = sonicbus_services()
+    expected = {"topics", "watcher", "navidrome-scan", "query", "http"}
+    expected |= {f"embed-{model}" for model in available_models()}
+    assert expected <= set(services)
+    runner = CliRunner()
+    for name, command in services.items():
+        assert command[0] == "sonicbus", name
+        result = runner.invoke(app, [*command[1:], "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        if "--model" in command:
+            assert command[command.index("--model") + 1] in available_models(), name
