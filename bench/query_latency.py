@@ -3,11 +3,13 @@
 What it does, in order:
 1. starts (or reuses) a local Kafka broker on a bench port (39492, home
    /tmp/sonicbus-bench-q) through the same infra scripts users run;
-2. fills Milvus Lite with synthetic tracks for three models (musicnn 600-d
+2. fills Milvus (Lite, or the server) with synthetic tracks for three models (musicnn 600-d
    with 50 tag probabilities, muq 512-d, music2latent 192-d), clustered
    like a real library; reused between runs when the counts match;
-3. times plain Milvus Lite searches (what a query would cost uncached);
-4. runs `sonicbus query` as its own process on that database, and 8
+3. times plain Milvus searches (what a query would cost uncached);
+4. runs `sonicbus query` as its own process on that database (with
+   `--replicas N`: N processes in the `query` group, on the embedded Milvus
+   server, port 39830, since Milvus Lite serves one process), and 8
    clients in this process, each with its own reply topic, each sending
    the next request when the previous reply arrived:
    - `recommend`, limit 25, one model;
@@ -17,7 +19,7 @@ What it does, in order:
      round trip without queueing behind the other seven.
 Prints p50/p95/p99 per phase on stderr and ends with ONE JSON line.
 
-Usage: .venv/bin/python bench/query_latency.py [--tracks 50000] [--requests 200]
+Usage: .venv/bin/python bench/query_latency.py [--tracks 50000] [--requests 200] [--replicas 1]
 (BENCH_LOG_LEVEL=INFO shows the service's log, e.g. how many searches shared a product.)
 """
 
@@ -52,6 +54,7 @@ from pipeline.topics import ensure_topics
 
 HOME = Path("/tmp/sonicbus-bench-q")
 KAFKA_PORT = 39492
+MILVUS_PORT = 39830
 MODELS = {"musicnn": 600, "muq": 512, "music2latent": 192}
 TARGET = {"single_p50_ms": 15, "single_p99_ms": 60, "three_p99_ms": 150, "text_p50_ms": 50}
 ADJECTIVES = [
@@ -106,12 +109,16 @@ def log(message: str) -> None:
     print(f"[query_latency] {message}", file=sys.stderr, flush=True)
 
 
-def bench_settings(prefix: str, home: Path, tracks: int, threads: int = 8) -> Settings:
+def bench_settings(
+    prefix: str, home: Path, tracks: int, threads: int = 8, server: bool = False
+) -> Settings:
+    """`server`: the embedded Milvus server (several query processes), else Milvus Lite."""
+    uri = f"http://127.0.0.1:{MILVUS_PORT}" if server else str(home / f"milvus-{tracks}.db")
     return Settings(
         home=home,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT),
         topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=6),
-        milvus=MilvusSettings(uri=str(home / f"milvus-{tracks}.db")),
+        milvus=MilvusSettings(uri=uri, local_port=MILVUS_PORT),
         query=QuerySettings(threads=threads, workers=max(threads, 8)),
     )
 
@@ -165,7 +172,8 @@ def prepare(uri: str, tracks: int) -> dict[str, float]:
     try:
         populate(store, tracks)
         direct = milvus_search_ms(store)
-        log(f"Milvus Lite search, {tracks} x 600 (what an uncached query pays): {direct}")
+        kind = "server" if uri.startswith("http") else "Lite"
+        log(f"Milvus {kind} search, {tracks} x 600 (what an uncached query pays): {direct}")
         return direct
     finally:
         store.close()
@@ -238,7 +246,12 @@ def prompts() -> list[str]:
 
 
 async def measure(
-    settings: Settings, tracks: int, requests: int, clients_n: int, phases: list[str]
+    settings: Settings,
+    tracks: int,
+    requests: int,
+    clients_n: int,
+    phases: list[str],
+    replicas: int = 1,
 ) -> dict[str, Any]:
     replies = settings.topics.replies
     reply_topics = [f"{replies}.bench{i}" for i in range(clients_n)]
@@ -290,12 +303,16 @@ async def measure(
     try:
         # The service loads indexes and the sentence model in the background, then sets its
         # heap aside from garbage collection: wait until both kinds of query are fast.
+        # Requests go to every partition (random keys), hence to every replica.
         async with asyncio.timeout(600):
             while True:
                 started = time.perf_counter()
-                probe = {"type": "text", "request_id": uuid.uuid4().hex, "prompt": "warming up"}
-                replies = [await clients[0].ask(r, timeout=300) for r in (three(0), probe)]
-                if all(r.ok for r in replies) and time.perf_counter() - started < 1.0:
+                probes: list[dict[str, Any]] = []
+                for _ in range(4 * replicas):
+                    probe = {"type": "text", "request_id": uuid.uuid4().hex, "prompt": "warm"}
+                    probes += [three(0), probe]
+                replies = [await clients[0].ask(r, timeout=300) for r in probes]
+                if all(r.ok for r in replies) and time.perf_counter() - started < 0.5 * replicas:
                     break
                 await asyncio.sleep(1)
         await asyncio.sleep(3)
@@ -345,6 +362,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--threads", type=int, default=8, help="query.threads of the service.")
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="Query processes in the group; above 1 they read the embedded Milvus server.",
+    )
+    parser.add_argument(
         "--phases",
         nargs="+",
         default=["single_model", "three_models", "text", "single_model_1_client", "text_1_client"],
@@ -355,22 +378,31 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     args.home.mkdir(parents=True, exist_ok=True)
-    settings = bench_settings(f"bench{uuid.uuid4().hex[:6]}.", args.home, args.tracks, args.threads)
+    server = args.replicas > 1
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    settings = bench_settings(prefix, args.home, args.tracks, args.threads, server)
     infra.start_kafka(settings)
+    milvus_was_running = infra.port_open(MILVUS_PORT)
+    if server:
+        infra.start_milvus_server(settings)
     asyncio.run(ensure_topics(settings.kafka, settings.topics))
     # Milvus Lite serves one process at a time and its server lives as long as the process
     # that opened it: fill it from a child process, so the query service can open it next.
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         direct = pool.apply(prepare, (settings.milvus_uri, args.tracks))
-    service = start_service(settings)
+    services = [start_service(settings) for _ in range(args.replicas)]
     try:
         results = asyncio.run(
-            measure(settings, args.tracks, args.requests, args.clients, args.phases)
+            measure(settings, args.tracks, args.requests, args.clients, args.phases, args.replicas)
         )
     finally:
-        service.terminate()
-        service.wait(timeout=60)
+        for service in services:
+            service.terminate()
+        for service in services:
+            service.wait(timeout=60)
+        if server and not milvus_was_running:
+            infra.stop_milvus_server(settings)
     met = {}
     for target, (phase_name, figure) in {
         "single_p50_ms": ("single_model", "p50_ms"),
@@ -386,10 +418,12 @@ def main() -> None:
                 "bench": "query_latency",
                 "tracks": args.tracks,
                 "clients": args.clients,
+                "query_replicas": args.replicas,
+                "milvus": "server" if server else "lite",
                 "limit": 25,
                 "models": MODELS,
                 **results,
-                "milvus_lite_search_uncached": direct,
+                "milvus_search_uncached": direct,
                 "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
                 "target": TARGET,
                 "met": met,

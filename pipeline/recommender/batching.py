@@ -20,28 +20,42 @@ Out = TypeVar("Out")
 
 
 class _Item(Generic[In, Out]):
-    __slots__ = ("done", "error", "result", "value")
+    """One caller's value, its result, and the lock its thread sleeps on until woken."""
+
+    __slots__ = ("_wake", "done", "error", "result", "value")
 
     def __init__(self, value: In) -> None:
         self.value = value
         self.done = False
         self.result: Out | None = None
         self.error: BaseException | None = None
+        self._wake = threading.Lock()
+        self._wake.acquire()  # held until wake(): a second acquire() sleeps until then
+
+    def sleep(self) -> None:
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
 
 
 class Batcher(Generic[In, Out]):
     """`run(x)` from many threads; `compute([x1, x2, ...])` runs once per batch.
 
-    The calling threads do the work themselves (no extra thread): the first
-    caller to find the batcher idle computes everything queued so far, the
-    others wait; when it is done, one of those still waiting takes the next
-    batch. `compute` must return one result per input, in order.
+    The calling threads do the work themselves (no extra thread): a caller
+    that finds the batcher idle computes its own value and everything queued
+    so far, the others sleep. When a batch is done, exactly its callers are
+    woken, and the first one still queued is woken to compute the next batch.
+    (One condition for everyone woke all sleepers after every batch, and they
+    all fought for the GIL to learn that most had nothing to do: 5 % of the
+    query service's GIL time at 8 clients.) `compute` must return one result
+    per input, in order.
     """
 
     def __init__(self, compute: Callable[[Sequence[In]], Sequence[Out]], max_batch: int = 32):
         self.compute = compute
         self.max_batch = max_batch
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._pending: list[_Item[In, Out]] = []
         self._busy = False
         self.batches = 0
@@ -49,25 +63,31 @@ class Batcher(Generic[In, Out]):
 
     def run(self, value: In) -> Out:
         item: _Item[In, Out] = _Item(value)
-        with self._cond:
+        with self._lock:
             self._pending.append(item)
-            while not item.done:
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                self._busy = True
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                self._cond.release()
-                try:
-                    self._compute(batch)
-                finally:
-                    self._cond.acquire()
-                    self._busy = False
-                    self._cond.notify_all()
+            leads = not self._busy
+            self._busy = True
+        if not leads:
+            item.sleep()  # until its batch is done, or it is its turn to compute
+        while not item.done:
+            self._lead()
         if item.error is not None:
             raise item.error
         return item.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        """Compute the next batch, wake its callers, and hand over to the next in line."""
+        with self._lock:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+        self._compute(batch)
+        with self._lock:
+            following = self._pending[0] if self._pending else None
+            self._busy = following is not None
+        for done in batch:
+            done.wake()
+        if following is not None:
+            following.wake()
 
     def _compute(self, batch: list[_Item[In, Out]]) -> None:
         try:
