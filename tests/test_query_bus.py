@@ -275,7 +275,8 @@ async def test_run_query_service_answers_in_process_until_stopped(
 async def test_answers_from_a_milvus_server_without_caching(
     kafka_broker: str, server_store: VectorStore
 ) -> None:
-    """cache=never: every search goes to the Milvus server (HNSW); answers are the same."""
+    """cache=never: every search goes to the Milvus server (HNSW); answers are the same,
+    duplicates included (its background scan reads the pairs through Milvus searches)."""
     settings = base_settings(query=QuerySettings(cache="never"))
     await ensure_topics(settings.kafka, settings.topics)
     lib = musicnn_library()
@@ -294,6 +295,9 @@ async def test_answers_from_a_milvus_server_without_caching(
                 }
             )
             text = await client.ask({"type": "text", "request_id": "srv-t", "prompt": "ambient"})
+            copies = await client.ask(
+                {"type": "duplicates", "request_id": "srv-d", "threshold": 0.02}
+            )
         assert not service.library.index("musicnn").cache_vectors
     finally:
         await service.stop()
@@ -302,3 +306,7 @@ async def test_answers_from_a_milvus_server_without_caching(
     got = [t.track_id for t in reply.tracks]
     assert "jazz2" not in got and set(got) == set(expected[1:7])
     assert text.ok and set(t.track_id for t in text.tracks[:5]) <= set(lib.cluster("ambient"))
+    assert copies.ok and not copies.warnings
+    assert [(p.first.track_id, p.second.track_id) for p in copies.pairs] == [
+        ("rock0", "rock0-copy")
+    ]

@@ -94,23 +94,30 @@ def test_an_index_follows_announced_changes_and_reconciles_missed_ones(lite_stor
     assert library.reconcile() == []
 
 
-def test_duplicate_pairs_are_scanned_once_and_kept_current(filled) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("cache", ["always", "never"])
+def test_duplicate_pairs_are_scanned_once_and_kept_current(filled, cache: str) -> None:  # type: ignore[no-untyped-def]
     """One background scan finds every near-identical pair; later changes are folded in
-    without scanning again, and a smaller threshold is served by the same scan."""
+    without scanning again, and a smaller threshold is served by the same scan. Cached:
+    compared in memory; not cached (a library too big for memory): through Milvus searches."""
     from pipeline.recommender.duplicates import pair_scan
 
     store, vectors = filled
+    name = store.collection_name("musicnn")
     rng = np.random.default_rng(5)
-    index = Library(store, QuerySettings()).index("musicnn")
+    index = Library(store, QuerySettings(cache=cache)).index("musicnn")
+    assert index.cache_vectors == (cache == "always")
 
     def near(i: int) -> np.ndarray:  # a copy of track i: cosine distance ~0.002
         return vectors[i] + 0.05 * rng.normal(size=24).astype(np.float32) / np.sqrt(24)
 
-    index.upsert_rows(
-        [{"track_id": f"copy{i}", "embedding": near(i), "extra": {}} for i in (7, 42)]
-    )
+    def add(copies: dict[str, np.ndarray]) -> None:
+        """As the embedder and the embeddings topic do: into Milvus, then the index."""
+        store.upsert(name, [VectorRow(t, v) for t, v in copies.items()])
+        index.upsert_rows([{"track_id": t, "embedding": v, "extra": {}} for t, v in copies.items()])
+
+    add({"copy7": near(7), "copy42": near(42)})
     scan = pair_scan(index, 0.02)
-    assert scan.done.wait(30) and scan.error is None
+    assert scan.done.wait(60) and scan.error is None
     expected = {("copy7", "t7"), ("copy42", "t42")}
     assert {pair for pair, d in scan.pairs().items() if d < 0.02} == expected
     # The brute-force truth: no other pair of the 3,002 tracks is that close.
@@ -119,7 +126,8 @@ def test_duplicate_pairs_are_scanned_once_and_kept_current(filled) -> None:  # t
     sims = np.triu(everything @ everything.T, k=1)
     assert int((sims > 0.98).sum()) == 2
 
-    index.upsert_rows([{"track_id": "copy100", "embedding": near(100), "extra": {}}])
+    add({"copy100": near(100)})
+    store.delete(name, ["copy7"])
     index.remove(["copy7"])
     assert pair_scan(index, 0.01) is scan  # no new scan
     assert {pair for pair, d in scan.pairs().items() if d < 0.02} == {

@@ -6,11 +6,13 @@ Two tests, used by the `duplicates` request and by every result list:
   "(Remastered 2011)" is dropped.
 
 Finding every pair compares every track with every other: at 50,000 x 600
-that is ~18 s of one core here, longer than a request may wait. So a cached
-index scans once in the background (`PairScan`), the first request gets what
+that is ~18 s of one core here, longer than a request may wait. So each index
+is scanned once in the background (`PairScan`), the first request gets what
 was found so far with a warning, and later requests get the whole list, kept
 current from the index's change log (a changed track is compared with all
-others again: milliseconds).
+others again: milliseconds). A cached index is compared exactly, block by
+block in memory; a library too big to cache is read from Milvus page by page,
+each track with its `NEIGHBOURS` nearest neighbours from a Milvus search.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import time
 import numpy as np
 
 from pipeline.recommender.common import Candidate, Outcome, QueryContext
-from pipeline.recommender.index import ModelIndex, TrackInfo
+from pipeline.recommender.index import ModelIndex, TrackInfo, View
 from pipeline.schemas.queries import DuplicatePair, ScoredTrack
 
 BLOCK_ROWS = 256  # a block's similarities with 50,000 tracks take 51 MB
 # Pairs are kept up to this distance (or the request's, if larger), so requests with
 # any smaller threshold share one scan.
 SCAN_THRESHOLD = 0.05
+# Uncached libraries: neighbours asked of Milvus per track. A track with more near-copies
+# than this keeps only its nearest ones (as many copies of one song are rare).
+NEIGHBOURS = 16
 log = logging.getLogger(__name__)
 _starting = threading.Lock()
 
@@ -44,10 +49,7 @@ def run(ctx: QueryContext) -> Outcome:
     if len(ctx.request.models) > 1:
         ctx.warn(f"duplicates compares tracks in one model: {index.model}")
     threshold = float(ctx.request.threshold)
-    if index.cache_vectors:
-        pairs = _pairs_cached(ctx, index, threshold)
-    else:
-        pairs = _pairs_via_milvus(ctx, index, threshold)
+    pairs = _pairs_from_scan(ctx, index, threshold)
     pairs.sort(key=lambda p: (p[2], p[0], p[1]))
     pairs = pairs[: ctx.limit]
     info = index.info({t for a, b, _ in pairs for t in (a, b)})
@@ -74,11 +76,13 @@ def _scored(info: dict[str, TrackInfo], track_id: str, score: float) -> ScoredTr
 
 
 class PairScan:
-    """Every pair of an index's tracks closer than `threshold` (exact, cosine distance).
+    """Every pair of an index's tracks closer than `threshold` (cosine distance).
 
-    A thread compares the tracks block by block over the upper triangle of the
-    similarity matrix; `pairs()` then brings the result up to the index's
-    current version by comparing the tracks changed since with every track.
+    A thread compares the tracks: block by block over the upper triangle of the
+    similarity matrix when the vectors are in memory (exact), else page by page
+    from Milvus with a neighbour search per track. `pairs()` then brings the
+    result up to the index's current version by comparing the tracks changed
+    since with every track.
     """
 
     def __init__(self, index: ModelIndex, threshold: float) -> None:
@@ -112,20 +116,10 @@ class PairScan:
         started = time.perf_counter()
         try:
             view, version = self.index.versioned_view()
-            assert view.vectors is not None
-            vectors, alive, ids = view.vectors[: view.n], view.alive[: view.n], view.ids
-            self.total = int(alive.sum())
-            for start in range(0, view.n, BLOCK_ROWS):
-                block = vectors[start : start + BLOCK_ROWS] @ vectors[start:].T
-                rows, cols = np.nonzero(block > 1.0 - self.threshold)
-                found = {}
-                for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-                    i, j = start + r, start + c
-                    if j > i and alive[i] and alive[j]:
-                        found[_pair(ids[i], ids[j])] = _distance(float(block[r, c]))
-                with self._lock:
-                    self._pairs.update(found)
-                    self.scanned = min(start + BLOCK_ROWS, view.n) * self.total // max(view.n, 1)
+            if view.vectors is None:
+                self._scan_milvus()
+            else:
+                self._scan_memory(view)
             self._version = version
             log.info(
                 "duplicates of %s: %d tracks compared in %.1f s, %d pair(s) within %.3f",
@@ -140,6 +134,43 @@ class PairScan:
             self.error = exc
         finally:
             self.done.set()
+
+    def _scan_memory(self, view: View) -> None:
+        assert view.vectors is not None
+        vectors, alive, ids = view.vectors[: view.n], view.alive[: view.n], view.ids
+        self.total = int(alive.sum())
+        for start in range(0, view.n, BLOCK_ROWS):
+            block = vectors[start : start + BLOCK_ROWS] @ vectors[start:].T
+            rows, cols = np.nonzero(block > 1.0 - self.threshold)
+            found = {}
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                i, j = start + r, start + c
+                if j > i and alive[i] and alive[j]:
+                    found[_pair(ids[i], ids[j])] = _distance(float(block[r, c]))
+            with self._lock:
+                self._pairs.update(found)
+                self.scanned = min(start + BLOCK_ROWS, view.n) * self.total // max(view.n, 1)
+
+    def _scan_milvus(self) -> None:
+        """Changes made while the pages are read are in the change log after `version`
+        (read before the first page), so `pairs()` compares those tracks again."""
+        self.total = self.index.size
+        for page in self.index.store.iterate(self.index.collection, with_vectors=True):
+            ids = [str(row["track_id"]) for row in page]
+            found = self._neighbours(ids, np.stack([row["embedding"] for row in page]))
+            with self._lock:
+                self._pairs.update(found)
+                self.scanned = min(self.scanned + len(ids), self.total)
+
+    def _neighbours(self, ids: list[str], vectors: np.ndarray) -> dict[tuple[str, str], float]:
+        """Pairs of each given track with its nearest neighbours (a Milvus search)."""
+        found = {}
+        hits = self.index.search(vectors, k=NEIGHBOURS)
+        for track_id, row in zip(ids, hits, strict=True):
+            for other, score in row:
+                if other != track_id and score > 1.0 - self.threshold:
+                    found[_pair(track_id, other)] = _distance(score)
+        return found
 
     def pairs(self) -> dict[tuple[str, str], float]:
         """The pairs as of now: all of them once done, else those found so far."""
@@ -159,7 +190,9 @@ class PairScan:
         if not found:
             return
         view = self.index.view()
-        assert view.vectors is not None
+        if view.vectors is None:
+            self._pairs.update(self._neighbours(found, matrix))
+            return
         sims = matrix @ view.vectors[: view.n].T
         rows, cols = np.nonzero(sims > 1.0 - self.threshold)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
@@ -187,10 +220,11 @@ def pair_scan(index: ModelIndex, threshold: float) -> PairScan:
         return scan
 
 
-def _pairs_cached(
+def _pairs_from_scan(
     ctx: QueryContext, index: ModelIndex, threshold: float
 ) -> list[tuple[str, str, float]]:
-    """Pairs from the index's scan; while it runs, what it found up to the deadline."""
+    """Pairs from the index's scan; while it runs, what it found up to the deadline
+    (a tenth of the request's time is left for the reply: a partial answer beats a timeout)."""
     scan = pair_scan(index, threshold)
     if ctx.deadline is None:
         scan.done.wait()
@@ -206,31 +240,3 @@ def _pairs_cached(
             "in the background, ask again in a moment for every pair"
         )
     return [(a, b, d) for (a, b), d in found.items() if d < threshold]
-
-
-def _pairs_via_milvus(
-    ctx: QueryContext, index: ModelIndex, threshold: float
-) -> list[tuple[str, str, float]]:
-    """Each stored vector's nearest neighbours, page by page (libraries too big to cache)."""
-    pairs = {}
-    scanned = 0
-    for page in index.store.iterate(index.collection, with_vectors=True):
-        if _out_of_time(ctx):
-            ctx.warn(f"stopped at the deadline after comparing {scanned} tracks")
-            break
-        ids = [str(row["track_id"]) for row in page]
-        hits = index.search(np.stack([row["embedding"] for row in page]), k=16)
-        for track_id, row in zip(ids, hits, strict=True):
-            for other, score in row:
-                if other != track_id and score > 1.0 - threshold:
-                    a, b = sorted((track_id, other))
-                    pairs[(a, b)] = round(max(0.0, 1.0 - score), 6)
-        scanned += len(ids)
-    return [(a, b, d) for (a, b), d in pairs.items()]
-
-
-def _out_of_time(ctx: QueryContext) -> bool:
-    """Leave a tenth of the time for the reply: a partial answer beats a timeout."""
-    if ctx.deadline is None:
-        return False
-    return time.monotonic() > ctx.deadline - 0.1 * max(0.0, ctx.deadline - ctx.started)
