@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_VECTOR_DIM = 32_768
 CONSISTENCY = "Session"
+INDEX_WAIT_S = 10.0  # how long a reader waits for another process to finish creating a collection
 STRING_FIELDS = {
     "artist": 512,
     "title": 512,
@@ -313,9 +314,21 @@ class VectorStore:
         return {"index_type": self.index_type, "metric_type": "IP", "params": params}
 
     def _ensure_loaded(self, collection: str) -> None:
-        if collection not in self._loaded:
-            self._call(self.client.load_collection, collection)
-            self._loaded.add(collection)
+        if collection in self._loaded:
+            return
+        # Milvus creates a collection, then its index, then loads it: another process
+        # reading in between (`status`, a query service, an embedder starting beside
+        # another) is told "index not found". The creator is moments from done: wait.
+        deadline = time.monotonic() + INDEX_WAIT_S
+        while True:
+            try:
+                self._call(self.client.load_collection, collection)
+                break
+            except StoreUnavailable as exc:
+                if "index not found" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self._loaded.add(collection)
 
     def has_collection(self, collection: str) -> bool:
         return bool(self._call(self.client.has_collection, collection))

@@ -82,3 +82,38 @@ def test_search_right_after_inserting_20k_vectors_of_dim_600(store: VectorStore,
             f"\n[{'lite' if store.is_lite else 'server'}] 20k x 600: first search "
             f"{first_ms:.1f} ms, median of next 10 {sorted(timings)[5]:.1f} ms (target < 100 ms)"
         )
+
+
+def test_a_reader_waits_while_another_process_is_still_creating_the_collection(
+    server_store: VectorStore,
+) -> None:
+    """Milvus creates a collection, then its index: a reader in between (seen in CI: a
+    test polling the count while the embedder created the collection) was told
+    'index not found' and failed. It now waits for the index."""
+    import threading
+
+    from pymilvus import DataType, MilvusClient
+
+    name = server_store.collection_name("creating")
+    creator = MilvusClient(uri=server_store.uri)  # "the other process", step by step
+    schema = creator.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("track_id", DataType.VARCHAR, is_primary=True, max_length=256)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
+    creator.create_collection(name, schema=schema)
+    assert server_store.has_collection(name)
+
+    def add_index_later() -> None:
+        time.sleep(1.0)
+        index = creator.prepare_index_params()
+        index.add_index(field_name="embedding", index_type="FLAT", metric_type="IP")
+        creator.create_index(name, index)
+
+    later = threading.Thread(target=add_index_later)
+    later.start()
+    try:
+        started = time.monotonic()
+        assert server_store.count(name) == 0
+        assert time.monotonic() - started >= 0.5  # it did wait for the index
+    finally:
+        later.join()
+        creator.close()
