@@ -40,10 +40,11 @@ def slowed(service: QueryService) -> None:
     service.engine.answer = slow_answer  # type: ignore[method-assign]
 
 
+@pytest.mark.parametrize("workers", [1, 4])  # FastStream reads differently with one worker
 async def test_a_replica_stopped_mid_stream_loses_no_request(
-    kafka_broker: str, server_store: VectorStore
+    kafka_broker: str, server_store: VectorStore, workers: int
 ) -> None:
-    settings = base_settings(query=QuerySettings(workers=4, threads=4))
+    settings = base_settings(query=QuerySettings(workers=workers, threads=workers))
     await ensure_topics(settings.kafka, settings.topics)
     library = musicnn_library()
     fill(server_store, "musicnn", library)

@@ -319,20 +319,18 @@ class QueryService:
 def requests_in_hand(subscriber: Any) -> int:
     """How many records the `requests` subscriber has read but not finished answering.
 
-    FastStream keeps them in three places: handlers running (its graceful-stop
-    lock), records queued for a free worker (a memory stream), and a record
-    its read loop holds while it waits for a worker slot (the limiter).
+    With one worker, FastStream's read loop answers each record itself, under
+    its graceful-stop lock. With several, a record is either being answered or
+    being queued (a limiter slot held), queued for a free worker (a memory
+    stream), or waiting for a slot (a task waiting on the limiter).
     """
-    lock = getattr(subscriber, "lock", None)
-    count = lock.qsize if isinstance(lock, MultiLock) else 0
-    stream = getattr(subscriber, "receive_stream", None)
-    if stream is not None:
-        count += stream.statistics().current_buffer_used
     limiter = getattr(subscriber, "limiter", None)
-    if limiter is not None:
-        stats = limiter.statistics()
-        count += stats.tasks_waiting + (subscriber.max_workers - limiter.value)
-    return count
+    if limiter is None:
+        lock = subscriber.lock
+        return lock.qsize if isinstance(lock, MultiLock) else 0
+    held = subscriber.max_workers - limiter.value
+    queued = subscriber.receive_stream.statistics().current_buffer_used
+    return held + queued + limiter.statistics().tasks_waiting
 
 
 def freeze_heap() -> None:
