@@ -41,3 +41,13 @@ stop_pidfile() {
   rm -f "$file"
   log "$name stopped"
 }
+
+# Navidrome (built from its Go module by navidrome-fetch.sh). The admin password comes from
+# SONICBUS_NAVIDROME__PASSWORD, else from $NAVIDROME_DATA/admin-password (made on first start).
+NAVIDROME_VERSION="${SONICBUS_NAVIDROME_VERSION:-v0.63.2}"
+NAVIDROME_BIN="$SONICBUS_CACHE_DIR/navidrome/$NAVIDROME_VERSION/navidrome"
+NAVIDROME_PORT="${SONICBUS_NAVIDROME__LOCAL_PORT:-4533}"
+NAVIDROME_MUSIC="${SONICBUS_NAVIDROME__MUSIC_FOLDER:-$HOME/Music}"
+NAVIDROME_DATA="${SONICBUS_NAVIDROME_DATA:-$SONICBUS_HOME/navidrome-$NAVIDROME_PORT}"
+NAVIDROME_USER="${SONICBUS_NAVIDROME__USER:-admin}"
+NAVIDROME_PASSWORD_FILE="$NAVIDROME_DATA/admin-password"

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 # transformers resolves its names lazily, and that is not thread-safe: two threads
@@ -47,7 +49,7 @@ class ModelOptions(BaseModel):
     )
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable):
     """The model cannot run here (weights missing or wrong); the message says what to do."""
 
 

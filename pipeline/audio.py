@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from pipeline.errors import InvalidInput
 
-class AudioDecodeError(ValueError):
+
+class AudioDecodeError(InvalidInput):
     """The file is not decodable audio (corrupt, empty, not audio, gone)."""
 
 

@@ -18,6 +18,7 @@ from aiokafka import TopicPartition
 
 from pipeline.bus import make_admin, make_consumer
 from pipeline.config import KafkaSettings
+from pipeline.errors import Unavailable
 from pipeline.schemas import SchemaError, TrackEvent
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 ContentKey = tuple[int, str]
 
 
-class CatalogError(RuntimeError):
+class CatalogError(Unavailable):
     """The tracks topic could not be read; the message says why."""
 
 

@@ -19,32 +19,15 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from pipeline.bus import make_broker, make_consumer
 from pipeline.config import Settings
+from pipeline.errors import Timeout
 from pipeline.schemas import SchemaError
 from pipeline.schemas.queries import QueryReply, query_request_adapter
-from pipeline.topics import list_topics
+from pipeline.topics import read_from_end
 
 
-async def read_from_end(consumer: Any, settings: Settings, topic: str) -> None:
-    """Assign every partition of `topic` and resolve each position at its current end.
-
-    Resolving now (not at the first fetch) is what makes "nothing published
-    after this call is missed" true.
-    """
-    count = (await list_topics(settings.kafka)).get(topic)
-    if not count:
-        raise ValueError(f"topic {topic} does not exist")
-    partitions = [TopicPartition(topic, p) for p in range(count)]
-    consumer.assign(partitions)
-    await consumer.seek_to_end(*partitions)
-    for partition in partitions:
-        await consumer.position(partition)
-
-
-class QueryTimeout(TimeoutError):
+class QueryTimeout(Timeout):
     """No reply arrived in time (is `sonicbus query` running?)."""
 
 

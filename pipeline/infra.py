@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.errors import Unavailable
 from pipeline.store import StoreUnavailable, VectorStore
 from pipeline.topics import list_topics
 
 INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
 
 
-class InfraError(RuntimeError):
+class InfraError(Unavailable):
     """A local service could not be started or stopped; the message says why."""
 
 

@@ -27,6 +27,7 @@ from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.store import VectorStore
 from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
+from pipeline.wiring import vector_store
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ def status_line(supervisor: Supervisor, watcher: FilesystemWatcher, counts: dict
 async def run_main_job(
     settings: Settings, roots: Sequence[Path], models: Sequence[str], console: Console
 ) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    store = VectorStore(settings.milvus, settings.milvus_uri)
+    store = vector_store(settings)
     producer = make_producer(settings.kafka, role="watcher")
     await producer.start()
     watcher = FilesystemWatcher(settings, roots, producer, progress=False)

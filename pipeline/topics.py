@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.bus import make_admin
-from pipeline.config import KafkaSettings, TopicSettings
+from pipeline.config import KafkaSettings, Settings, TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +121,32 @@ async def topic_config(kafka: KafkaSettings, topic: str) -> dict[str, str]:
         return config
     finally:
         await admin.close()
+
+
+# -- consumer groups ------------------------------------------------------------
+
+
+def embed_group(settings: Settings, model: str) -> str:
+    """The `embed-<model>` consumer group (with the install's group prefix)."""
+    return settings.topics.group(f"embed-{model}")
+
+
+def query_group(settings: Settings) -> str:
+    """The `query` consumer group (with the install's group prefix)."""
+    return settings.topics.group("query")
+
+
+async def read_from_end(consumer: Any, settings: Settings, topic: str) -> None:
+    """Assign every partition of `topic` and resolve each position at its current end.
+
+    Resolving now (not at the first fetch) is what makes "nothing published
+    after this call is missed" true.
+    """
+    count = (await list_topics(settings.kafka)).get(topic)
+    if not count:
+        raise ValueError(f"topic {topic} does not exist")
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for partition in partitions:
+        await consumer.position(partition)

@@ -20,9 +20,10 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import EmbedSettings, MilvusSettings, Settings
-from pipeline.consumers.embedder import group_id, run_embedder
+from pipeline.consumers.embedder import run_embedder
 from pipeline.schemas import DeadLetter, EmbeddingEvent, TrackEvent
 from pipeline.store import VectorStore
+from pipeline.topics import embed_group
 from tests.test_bus_kafka import drain
 
 SR = 22050
@@ -208,7 +209,7 @@ async def test_wrong_model_weights_stop_the_consumer_before_it_reads_anything(
 
     with pytest.raises(ModelUnavailable, match="sha256"):
         await run_embedder(settings, "musicnn", asyncio.Event(), store=lite_store)
-    offsets = await committed_offsets(settings, group_id(settings, "musicnn"))
+    offsets = await committed_offsets(settings, embed_group(settings, "musicnn"))
     mine = {tp: o for tp, o in offsets.items() if tp.topic == settings.topics.tracks}
     assert mine == {}  # nothing consumed, nothing committed
     assert not lite_store.has_collection(lite_store.collection_name("musicnn"))

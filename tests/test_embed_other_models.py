@@ -24,9 +24,10 @@ import torch
 
 from models.registry import model_class
 from pipeline.config import EmbedSettings, Settings
-from pipeline.consumers.embedder import model_options, run_embedder
+from pipeline.consumers.embedder import run_embedder
 from pipeline.schemas import EmbeddingEvent
 from pipeline.store import VectorStore
+from pipeline.wiring import model_options
 from tests.test_bus_kafka import drain
 from tests.test_embed_musicnn import publish, track_event, wait_for, write_song
 from tests.tiny_models import write_tiny_mert, write_tiny_muq, write_tiny_music2latent

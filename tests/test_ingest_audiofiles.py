@@ -22,7 +22,7 @@ from pipeline.producers.audiofiles import (
     virtual_track_id,
 )
 from pipeline.producers.cue import CueError, decode_cue, parse_cue, segments, tracks_for
-from pipeline.producers.library import Candidate, Problem, events_for, inspect, walk
+from pipeline.producers.music_folder import Candidate, Problem, events_for, inspect, walk
 from pipeline.producers.samplefiles import write_tagged_audio
 from pipeline.schemas import TrackMetadata
 

@@ -22,9 +22,9 @@ from pydantic import SecretStr
 
 from pipeline.catalog import read_tracks
 from pipeline.config import Settings
+from pipeline.navidrome.database import NavidromeDatabase
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.producers.navidrome import DatabaseSource, NavidromeScanner, SubsonicSource
-from pipeline.producers.navidrome_db import NavidromeDatabase
 from pipeline.producers.samplefiles import write_tagged_audio
 from pipeline.schemas import TrackEvent, TrackMetadata
 from pipeline.topics import ensure_topics

@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from pipeline.config import HttpSettings, OpsSettings
-from pipeline.ops.http import create_app
+from pipeline.http.app import create_app
+from pipeline.http.runtime import OpsRuntime
 from pipeline.ops.lag import LagReader
-from pipeline.ops.runtime import OpsRuntime
 from pipeline.schemas import DeadLetter, EmbeddingEvent, TrackEvent
 from tests.query_library import Running, running  # noqa: F401
 

@@ -29,13 +29,14 @@ from aiokafka import TopicPartition
 from pipeline.bus import make_consumer
 from pipeline.client import QueryClient
 from pipeline.config import EmbedSettings, MilvusSettings, QuerySettings, Settings
-from pipeline.consumers.embedder import group_id, run_embedder
+from pipeline.consumers.embedder import run_embedder
 from pipeline.consumers.query import QueryService
 from pipeline.ops.lag import LagReader
 from pipeline.ops.progress import finish_replay, replay_progress
 from pipeline.ops.replay import cancel_replay, resume_replay, start_replay
 from pipeline.schemas import DeadLetter, EmbeddingEvent, QueryReply
 from pipeline.store import VectorRow, VectorStore
+from pipeline.topics import embed_group
 from tests.test_bus_kafka import drain
 from tests.test_embed_musicnn import publish, track_event, wait_for, write_song
 
@@ -112,7 +113,7 @@ class Embedding:
 
 
 def embedder_group(settings: Settings) -> str:
-    return group_id(settings, "musicnn")
+    return embed_group(settings, "musicnn")
 
 
 async def group_offsets(settings: Settings) -> dict:

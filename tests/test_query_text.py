@@ -11,19 +11,18 @@ import pytest
 from models.registry import create_model
 from models.text import MuqTextEncoder
 from pipeline.config import EmbedSettings, Settings
-from pipeline.consumers.embedder import model_options
 from pipeline.recommender.engine import QueryEngine
 from pipeline.recommender.library import Library
-from pipeline.recommender.text import TextSupport
 from pipeline.schemas.queries import TextRequest
 from pipeline.store import VectorRow, VectorStore
+from pipeline.wiring import model_options, text_support
 from tests.conftest import base_settings
 from tests.query_library import fill, musicnn_library
 from tests.tiny_models import write_tiny_muq
 
 
 def engine_for(settings: Settings, store: VectorStore) -> QueryEngine:
-    return QueryEngine(settings.query, Library(store, settings.query), TextSupport(settings))
+    return QueryEngine(settings.query, Library(store, settings.query), text_support(settings))
 
 
 def test_muq_answers_prompts_with_its_own_text_tower(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from pipeline.producers.navidrome_db import TrackAnnotation
+from pipeline.navidrome.database import TrackAnnotation
 from pipeline.recommender.alchemy import sample_order
 from pipeline.recommender.common import Candidate
 from pipeline.recommender.diversity import Avoid, SelectionRules, lookup_in, select

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from models.base import ManagedModel, ModelOptions, ModelUnavailable, TrackAudio, TrackEmbedding
-from models.registry import create_model
+from models.base import ManagedModel, ModelUnavailable, TrackAudio, TrackEmbedding
 from pipeline.audio import AudioDecodeError, DecodeLimits, decode_audio
 from pipeline.bus import make_consumer, make_producer
 from pipeline.config import Settings
@@ -36,24 +35,10 @@ from pipeline.consumers.worker import (
 from pipeline.schemas import EmbeddingEvent, TrackEvent
 from pipeline.schemas.embeddings import NearDuplicate, StageTimings
 from pipeline.store import StoreUnavailable, VectorRow, VectorStore
+from pipeline.topics import embed_group
+from pipeline.wiring import embedding_model, vector_store
 
 log = logging.getLogger(__name__)
-
-
-def group_id(settings: Settings, model: str) -> str:
-    """The `embed-<model>` consumer group (with the install's group prefix)."""
-    return settings.topics.group(f"embed-{model}")
-
-
-def model_options(settings: Settings, model: str) -> ModelOptions:
-    embed = settings.embed
-    return ModelOptions(
-        device=embed.device,
-        weights_dir=embed.weights_dir / model if embed.weights_dir else None,
-        cache_dir=settings.cache_dir,
-        idle_unload_s=embed.idle_unload_s,
-        params=settings.embed.params.get(model, {}),
-    )
 
 
 @dataclass
@@ -277,9 +262,8 @@ async def run_embedder(
     """Run one model's consumer until `stop` is set (the `sonicbus embed` process)."""
     own_store = store is None
     if store is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        store = VectorStore(settings.milvus, settings.milvus_uri)
-    model = create_model(model_name, model_options(settings, model_name))
+        store = vector_store(settings)
+    model = embedding_model(settings, model_name)
     # Load before joining the group: a missing or wrong weights folder stops this
     # component with a clear error (the supervisor retries) before any record is read.
     await asyncio.to_thread(model.ensure_loaded)
@@ -287,7 +271,7 @@ async def run_embedder(
     consumer = make_consumer(
         settings.kafka,
         settings.topics.tracks,
-        group_id=group_id(settings, model_name),
+        group_id=embed_group(settings, model_name),
         role=f"embed-{model_name}",
         max_poll_interval_ms=900_000,
     )
@@ -300,13 +284,13 @@ async def run_embedder(
             consumer=consumer,
             producer=producer,
             dlq_topic=settings.topics.dlq,
-            group_id=group_id(settings, model_name),
+            group_id=embed_group(settings, model_name),
             schema=TrackEvent,
             handler=embedder.handle,
             batch_size=settings.embed.batch_tracks,
             max_attempts=settings.embed.max_attempts,
         )
-        log.info("embedding with %s (group %s)", model_name, group_id(settings, model_name))
+        log.info("embedding with %s (group %s)", model_name, embed_group(settings, model_name))
         await worker.run(stop)
     finally:
         await consumer.stop()

@@ -40,25 +40,21 @@ from threadpoolctl import threadpool_limits
 
 from models.registry import available_models
 from pipeline.bus import make_admin, make_broker, make_consumer, make_producer
-from pipeline.client import read_from_end
 from pipeline.config import Settings
 from pipeline.deadletters import DeadLetterSink, dead_letter_for_record
+from pipeline.errors import InvalidInput
 from pipeline.recommender.engine import QueryEngine, invalid_request_reply
 from pipeline.recommender.library import Library
 from pipeline.recommender.seeds import SeedSource
-from pipeline.recommender.text import TextSupport
 from pipeline.schemas import EmbeddingEvent, SchemaError
 from pipeline.schemas.queries import QueryError, QueryReply, QueryRequest, query_request_adapter
 from pipeline.store import VectorStore
+from pipeline.topics import query_group, read_from_end
+from pipeline.wiring import text_support, vector_store
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-
-
-def query_group(settings: Settings) -> str:
-    """The `query` consumer group (with the install's group prefix)."""
-    return settings.topics.group("query")
 
 
 # While a fetch waits at the broker for partitions without data, a partition whose records
@@ -67,7 +63,7 @@ def query_group(settings: Settings) -> str:
 FETCH_MAX_WAIT_MS = 25
 
 
-class ReplyTopicError(ValueError):
+class ReplyTopicError(InvalidInput):
     """A request's reply_to names no topic this service may answer on."""
 
 
@@ -127,7 +123,7 @@ class QueryService:
     def __init__(self, settings: Settings, store: VectorStore) -> None:
         self.settings = settings
         self.library = Library(store, settings.query)
-        self.text = TextSupport(settings)
+        self.text = text_support(settings)
         seeds = SeedSource.from_settings(settings.navidrome)
         self.engine = QueryEngine(settings.query, self.library, self.text, seeds)
         self.executor = ThreadPoolExecutor(settings.query.threads, thread_name_prefix="query")
@@ -447,8 +443,7 @@ async def run_query_service(
     """
     own_store = store is None
     if store is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        store = VectorStore(settings.milvus, settings.milvus_uri)
+        store = vector_store(settings)
     service = QueryService(settings, store)
     await service.start()
     try:

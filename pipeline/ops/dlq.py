@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from pipeline.bus import make_admin, make_consumer, make_producer
 from pipeline.config import KafkaSettings, TopicSettings
+from pipeline.errors import InvalidInput
 from pipeline.schemas import DeadLetter, SchemaError
 from pipeline.topics import list_topics
 
@@ -127,7 +128,7 @@ def summarise(records: list[DeadLetterRecord]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-class RetryRefused(ValueError):
+class RetryRefused(InvalidInput):
     """A dead letter cannot be re-published as it is; the message says why."""
 
 

@@ -34,15 +34,16 @@ from pydantic import BaseModel, Field, computed_field
 
 from pipeline.bus import make_admin, make_consumer
 from pipeline.config import KafkaSettings
+from pipeline.errors import NotFound, Unavailable
 
 ACTIVE_STATES = {"Stable", "PreparingRebalance", "CompletingRebalance"}
 
 
-class GroupNotFound(LookupError):
+class GroupNotFound(NotFound):
     """No consumer group of that name exists on the broker."""
 
 
-class BrokerUnavailable(ConnectionError):
+class BrokerUnavailable(Unavailable, ConnectionError):
     """The Kafka broker did not answer; the message names the address."""
 
 

@@ -21,10 +21,11 @@ from aiokafka.errors import KafkaError
 
 from pipeline.bus import make_consumer
 from pipeline.config import KafkaSettings
+from pipeline.errors import Conflict
 from pipeline.ops.lag import GroupLag, GroupNotFound, LagReader
 
 
-class GroupBusy(RuntimeError):
+class GroupBusy(Conflict):
     """The group has active members, so its offsets may not be moved now."""
 
 

@@ -42,7 +42,7 @@ from aiokafka import TopicPartition
 from pydantic import BaseModel, Field
 
 from pipeline.config import Settings
-from pipeline.consumers.embedder import group_id
+from pipeline.errors import Conflict, NotFound, SonicbusError, Unavailable
 from pipeline.ops.lag import BrokerUnavailable, LagReader
 from pipeline.ops.offsets import (
     GroupBusy,
@@ -52,32 +52,33 @@ from pipeline.ops.offsets import (
     wait_until_idle,
 )
 from pipeline.store import ModelState, StoreUnavailable, VectorStore
+from pipeline.topics import embed_group
 
 log = logging.getLogger(__name__)
 
 ReplayStatus = Literal["running", "cancelled", "completed", "discarded"]
 
 
-class ReplayError(RuntimeError):
-    """A replay command was refused; nothing changed. `status_code` is its HTTP status."""
+class ReplayError(SonicbusError):
+    """A replay command was refused; nothing changed (HTTP 400 unless its kind says more)."""
 
-    status_code = 400
-
-
-class UnknownModel(ReplayError):
-    status_code = 404
+    http_status = 400
 
 
-class NoReplay(ReplayError):
-    status_code = 404
+class UnknownModel(NotFound, ReplayError):
+    """No model of that name."""
 
 
-class ReplayConflict(ReplayError):
-    status_code = 409
+class NoReplay(NotFound, ReplayError):
+    """The model has no replay to act on."""
 
 
-class ReplayUnavailable(ReplayError):
-    status_code = 503
+class ReplayConflict(Conflict, ReplayError):
+    """Another replay of the model is running or cancelled, or its group has members."""
+
+
+class ReplayUnavailable(Unavailable, ReplayError):
+    """Kafka or Milvus did not answer."""
 
 
 class Replay(BaseModel):
@@ -207,7 +208,7 @@ async def _plan(settings: Settings, store: VectorStore, state: ModelState, model
                 fresh: bool, force: bool, since: datetime | None, drop_old: bool,
                 wait_s: float | None) -> tuple[Replay, dict[TopicPartition, int]]:  # fmt: skip
     """The replay to record and the offsets to commit, once the group is idle."""
-    group, topic = group_id(settings, model), settings.topics.tracks
+    group, topic = embed_group(settings, model), settings.topics.tracks
     try:
         async with lag_reader(settings) as reader:
             await wait_until_idle(reader, group, wait_s, "a replay reset its offsets", topic=topic)

@@ -23,13 +23,12 @@ from pydantic import BaseModel, Field
 from pipeline import infra
 from pipeline.bus import make_consumer
 from pipeline.config import Settings
-from pipeline.consumers.embedder import group_id
-from pipeline.consumers.query import query_group
 from pipeline.ops.dlq import read_dead_letters, summarise
 from pipeline.ops.lag import GroupLag, GroupNotFound, LagReader
 from pipeline.schemas import EmbeddingEvent, SchemaError
 from pipeline.store import VectorStore
-from pipeline.topics import list_topics
+from pipeline.topics import embed_group, list_topics, query_group
+from pipeline.wiring import vector_store
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class StatusReport(BaseModel):
 
 def watched_groups(settings: Settings) -> list[str]:
     """Groups an operator expects: each configured model's embedder, the query service, extras."""
-    groups = [group_id(settings, m) for m in settings.embed.models] + [
+    groups = [embed_group(settings, m) for m in settings.embed.models] + [
         query_group(settings),
         *settings.ops.groups,
     ]
@@ -88,7 +87,7 @@ def sonicbus_groups(settings: Settings) -> list[str]:
     """
     from models.registry import available_models
 
-    groups = [group_id(settings, m) for m in available_models()]
+    groups = [embed_group(settings, m) for m in available_models()]
     return list(dict.fromkeys([*watched_groups(settings), *groups]))
 
 
@@ -207,7 +206,7 @@ async def collect_status(settings: Settings, store: VectorStore | None = None) -
     states: dict[str, tuple[str, str, str]] = {}
     if milvus.reachable:
         own = store is None
-        store = store or VectorStore(settings.milvus, settings.milvus_uri)
+        store = store or vector_store(settings)
         try:
             report.collections, states = await asyncio.to_thread(
                 describe_collections, settings, store, models
@@ -228,7 +227,7 @@ def model_info(
 ) -> ModelInfo:
     """One model's line: collections (from `describe_collections`), embedders, load state."""
     active, target, replay = state or ("?", "?", "")
-    running = members.get(group_id(settings, model), 0)
+    running = members.get(embed_group(settings, model), 0)
     return ModelInfo(
         model=model,
         active_collection=active,

@@ -19,6 +19,7 @@ import mutagen
 import soundfile
 from mutagen.id3 import Frame
 
+from pipeline.errors import InvalidInput
 from pipeline.schemas import Fingerprint, TrackMetadata
 
 HASH_BLOCK_BYTES = 64 * 1024
@@ -26,7 +27,7 @@ TRACK_ID_HEX_CHARS = 24
 CUE_SEPARATOR = "#"
 
 
-class IngestError(Exception):
+class IngestError(InvalidInput):
     """A file that cannot become a track; the message says why."""
 
 

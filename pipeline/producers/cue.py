@@ -12,10 +12,12 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from pipeline.errors import InvalidInput
+
 FRAMES_PER_SECOND = 75
 
 
-class CueError(ValueError):
+class CueError(InvalidInput):
     """A CUE sheet that cannot be used; the message says where and why."""
 
 

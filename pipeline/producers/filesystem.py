@@ -28,6 +28,7 @@ from watchfiles import DefaultFilter, awatch
 
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.config import Settings
+from pipeline.navidrome.database import NavidromeDatabase, NavidromeIdLookup, PathMap
 from pipeline.producers.audiofiles import (
     FileVanished,
     IngestError,
@@ -38,7 +39,7 @@ from pipeline.producers.audiofiles import (
     relative_path,
     suffix_of,
 )
-from pipeline.producers.library import (
+from pipeline.producers.music_folder import (
     Candidate,
     Inspection,
     Problem,
@@ -47,7 +48,6 @@ from pipeline.producers.library import (
     inspect_safely,
     walk,
 )
-from pipeline.producers.navidrome_db import NavidromeDatabase, NavidromeIdLookup, PathMap
 from pipeline.producers.publish import (
     DeletionGuard,
     Echo,
@@ -109,9 +109,7 @@ class FilesystemWatcher:
         self.catalog = Catalog()
         self.navidrome: NavidromeIdLookup | None = None
         if settings.navidrome.db_path is not None:
-            database = NavidromeDatabase(
-                settings.navidrome.db_path, settings.navidrome.busy_timeout_s
-            )
+            database = NavidromeDatabase.from_settings(settings.navidrome)
             self.navidrome = NavidromeIdLookup(database, PathMap(settings.navidrome.path_map))
         self.ready = asyncio.Event()
         self.last_report: ScanReport | None = None

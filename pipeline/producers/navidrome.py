@@ -21,17 +21,17 @@ from pydantic import ValidationError
 
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.config import NavidromeSettings, Settings
-from pipeline.producers.audiofiles import base_track_id, fingerprint
-from pipeline.producers.navidrome_db import (
+from pipeline.navidrome.database import (
     NavidromeDatabase,
     NavidromeListing,
     NavidromeTrack,
     NavidromeUnavailable,
     PathMap,
 )
+from pipeline.navidrome.subsonic import SubsonicClient
+from pipeline.producers.audiofiles import base_track_id, fingerprint
 from pipeline.producers.publish import DeletionGuard, Echo, ScanReport, TrackPublisher
 from pipeline.producers.schedule import run_on_schedule
-from pipeline.producers.subsonic import SubsonicClient
 from pipeline.schemas import Fingerprint, TrackEvent
 from pipeline.schemas.base import describe_validation_error
 
@@ -48,8 +48,7 @@ class NavidromeSource(Protocol):
 
 class DatabaseSource:
     def __init__(self, config: NavidromeSettings) -> None:
-        assert config.db_path is not None
-        self.database = NavidromeDatabase(config.db_path, config.busy_timeout_s)
+        self.database = NavidromeDatabase.from_settings(config)
         self.user = config.user
         self.description = f"Navidrome database {config.db_path}"
 
@@ -66,17 +65,7 @@ class SubsonicSource:
 
     async def listing(self) -> NavidromeListing:
         config = self.config
-        assert config.url and config.user and config.password
-        client = SubsonicClient(
-            config.url,
-            config.user,
-            config.password.get_secret_value(),
-            client_name=config.client_name,
-            api_version=config.api_version,
-            timeout_s=config.timeout_s,
-            retries=config.retries,
-        )
-        async with client:
+        async with SubsonicClient.from_settings(config) as client:
             listing = await client.library(config.page_size)
         virtual = [t for t in listing.tracks if not t.path.startswith("/")]
         if virtual:

@@ -22,7 +22,7 @@ from pipeline.schemas.queries import DuplicatePair, QueryError
 
 if TYPE_CHECKING:
     from pipeline.recommender.seeds import SeedSource
-    from pipeline.recommender.text import TextSupport
+    from pipeline.recommender.text_search import TextSupport
 
 ErrorCode = Any  # one of QueryError.code's literals
 

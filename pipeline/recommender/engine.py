@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, get_args
 
-from models.base import ModelUnavailable
 from pipeline.config import QuerySettings
-from pipeline.producers.navidrome_db import NavidromeUnavailable
+from pipeline.errors import Unavailable
 from pipeline.recommender import (
     alchemy,
     duplicates,
@@ -24,16 +23,15 @@ from pipeline.recommender import (
     path,
     recommend,
     similar,
+    text_search,
 )
-from pipeline.recommender import text as text_search
 from pipeline.recommender.common import Candidate, Outcome, QueryContext, QueryFailure
 from pipeline.recommender.index import TrackInfo
 from pipeline.recommender.library import Library
 from pipeline.recommender.seeds import SeedSource
-from pipeline.recommender.text import TextSupport
+from pipeline.recommender.text_search import TextSupport
 from pipeline.schemas import SchemaError, parse_query_request
 from pipeline.schemas.queries import QueryError, QueryReply, QueryType, ScoredTrack
-from pipeline.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +81,7 @@ class QueryEngine:
             reply = self._reply(ctx, OPERATIONS[request.type](ctx))
         except QueryFailure as failure:
             reply = self._error(ctx, failure.to_error())
-        except (StoreUnavailable, ModelUnavailable, NavidromeUnavailable) as exc:
+        except Unavailable as exc:  # Milvus, Navidrome, model weights
             reply = self._error(ctx, QueryError(code="unavailable", message=str(exc)[:4000]))
         except Exception as exc:
             log.exception("query %s (%s) failed", request.request_id, request.type)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.config import NavidromeSettings
-from pipeline.producers.navidrome_db import NavidromeDatabase, NavidromeUnavailable, TrackAnnotation
-from pipeline.producers.subsonic import SubsonicClient
+from pipeline.navidrome.database import NavidromeDatabase, NavidromeUnavailable, TrackAnnotation
+from pipeline.navidrome.subsonic import SubsonicClient
 
 Annotations = list[tuple[str, TrackAnnotation]]
 
@@ -130,7 +130,7 @@ class SeedSource:
             if cached and time.monotonic() - cached[0] < self.ttl_s:
                 return cached[1]
         if self.navidrome.db_path is not None:
-            database = NavidromeDatabase(self.navidrome.db_path, self.navidrome.busy_timeout_s)
+            database = NavidromeDatabase.from_settings(self.navidrome)
             tracks = database.read(user).tracks
         else:
             tracks = asyncio.run(self._subsonic_tracks(user))
@@ -147,14 +147,5 @@ class SeedSource:
                 f"the Subsonic API answers for its own user ({n.user}) only, not {user!r}; "
                 "configure navidrome.db_path to read other users' plays"
             )
-        password = n.password.get_secret_value() if n.password else ""
-        async with SubsonicClient(
-            n.url or "",
-            n.user or "",
-            password,
-            client_name=n.client_name,
-            api_version=n.api_version,
-            timeout_s=n.timeout_s,
-            retries=n.retries,
-        ) as client:
+        async with SubsonicClient.from_settings(n) as client:
             return (await client.library(n.page_size)).tracks

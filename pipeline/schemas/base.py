@@ -13,8 +13,10 @@ from typing import ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.errors import InvalidInput
 
-class SchemaError(ValueError):
+
+class SchemaError(InvalidInput):
     """A record could not be decoded into its schema; the message says why."""
 
 

@@ -14,12 +14,11 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from pipeline.cli.common import console, duration, fail, parse_time
 from pipeline.config import Settings
-from pipeline.ops.commands import fail, parse_time
 from pipeline.ops.lag import BrokerUnavailable, LagReader
 from pipeline.ops.progress import ReplayProgress, ReplayRate, finish_replay, replay_progress
 from pipeline.ops.replay import (
@@ -30,15 +29,7 @@ from pipeline.ops.replay import (
     start_replay,
 )
 from pipeline.store import StoreUnavailable, VectorStore
-
-console = Console()
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    minutes, seconds = divmod(int(value), 60)
-    return f"{minutes}:{seconds:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
+from pipeline.wiring import vector_store
 
 
 def progress_table(p: ReplayProgress) -> Table:
@@ -51,7 +42,7 @@ def progress_table(p: ReplayProgress) -> Table:
     rows = {
         "processed": f"{p.processed}/{p.total} ({p.percent}%)",
         "rate": f"{p.rate:.2f} tracks/s" if p.rate else "-",
-        "ETA": _seconds(p.eta_s),
+        "ETA": duration(p.eta_s),
         "failures (dlq)": str(p.failures),
         "pending in group": str(p.pending),
         "embedders": str(p.members),
@@ -93,7 +84,7 @@ async def follow(
                     completed=p.processed,
                     total=p.total,
                     rate=f"{p.rate:.2f}/s" if p.rate else "-/s",
-                    eta=_seconds(p.eta_s),
+                    eta=duration(p.eta_s),
                     failures=p.failures,
                 )
                 if p.replay.status != "running":
@@ -128,6 +119,10 @@ async def finished(store: VectorStore, p: ReplayProgress) -> ReplayProgress:
         return p
     state = await asyncio.to_thread(store.model_state, p.replay.model, True)
     return p.model_copy(update={"replay": done, "active_collection": state.active})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reembed")(reembed_command)
 
 
 def reembed_command(
@@ -174,8 +169,7 @@ def reembed_command(
         raise fail(f"{', '.join(starting)} only apply when starting a replay, not {actions[0]}")
     moment = parse_time(since) if since else None
     wait_s = (wait_timeout or settings.ops.group_wait_timeout_s) if wait else None
-    settings.home.mkdir(parents=True, exist_ok=True)
-    store = VectorStore(settings.milvus, settings.milvus_uri)
+    store = vector_store(settings)
 
     async def main() -> ReplayProgress | None:
         if cancel:

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from pipeline.config import NavidromeSettings
+from pipeline.errors import Unavailable
 from pipeline.schemas import TrackMetadata
 from pipeline.schemas.base import describe_validation_error
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 _DATETIME = TypeAdapter(datetime)
 
 
-class NavidromeUnavailable(RuntimeError):
+class NavidromeUnavailable(Unavailable):
     """Navidrome's library could not be read (database locked or corrupt, server down)."""
 
 
@@ -143,6 +145,13 @@ class NavidromeDatabase:
     def __init__(self, path: Path, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+
+    @classmethod
+    def from_settings(cls, navidrome: NavidromeSettings) -> NavidromeDatabase:
+        """The configured database; NavidromeUnavailable when none is configured."""
+        if navidrome.db_path is None:
+            raise NavidromeUnavailable("no Navidrome database configured (navidrome.db_path)")
+        return cls(navidrome.db_path, navidrome.busy_timeout_s)
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.is_file():

@@ -34,6 +34,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from pipeline.config import MilvusSettings
+from pipeline.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ SCALAR_FIELDS = (
 )
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(Unavailable):
     """Milvus could not be reached or refused the call; callers retry later."""
 
 

@@ -1,6 +1,6 @@
 """CLI of operations: `sonicbus lag`, `status`, `dlq list|show|retry|purge` and `serve`.
 
-`sonicbus reembed` lives in `reembed_cli.py`. Every command turns the errors
+`sonicbus reembed` lives in `reembed.py`. Every command turns the errors
 an operator can cause or meet (unknown group, broker down, bad filters) into
 one readable line and exit code 1, never a traceback.
 """
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from pipeline.cli.common import console, dash, duration, fail, parse_time
 from pipeline.config import Settings
 from pipeline.ops.dlq import (
     DeadLetterRecord,
@@ -30,46 +30,17 @@ from pipeline.ops.dlq import (
 from pipeline.ops.lag import BrokerUnavailable, GroupLag, GroupNotFound, LagReader, LagTracker
 from pipeline.ops.status import StatusReport, collect_status, our_groups
 
-console = Console()
 dlq_app = typer.Typer(help="Dead letters: list, show, re-publish after a fix, purge.")
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code=1)
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601 (naive = local time) or an age: 90s, 30m, 2h, 7d (that long ago)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r}: use ISO 8601 (2025-01-31T20:00) or 30m/2h/7d") from exc
-    return moment if moment.tzinfo else moment.astimezone()
-
-
-def _dash(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    value = float(value)
-    return f"{value:.0f} s" if value < 120 else str(timedelta(seconds=int(value)))
 
 
 def group_table(report: GroupLag) -> Table:
     rate = f"{report.throughput:g}/s" if report.throughput is not None else "-"
     table = Table(
         title=f"{report.group} · {report.state} · {len(report.members)} member(s) · "
-        f"lag {report.lag} · pending {report.pending} · oldest {_seconds(report.lag_seconds)} · "
-        f"{rate} · ETA {_seconds(report.eta_s)}",
+        f"lag {report.lag} · pending {report.pending} · oldest {duration(report.lag_seconds)} · "
+        f"{rate} · ETA {duration(report.eta_s)}",
         title_justify="left",
     )
     columns = ("TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "PENDING",
@@ -78,9 +49,9 @@ def group_table(report: GroupLag) -> Table:
         table.add_column(name, justify="right" if name in columns[1:7] else "left")
     for p in report.partitions:
         table.add_row(
-            p.topic, str(p.partition), _dash(p.committed), str(p.log_end), _dash(p.lag),
-            str(p.pending), f"{p.lag_seconds:g}", _dash(p.consumer_id), _dash(p.host),
-            _dash(p.client_id),
+            p.topic, str(p.partition), dash(p.committed), str(p.log_end), dash(p.lag),
+            str(p.pending), f"{p.lag_seconds:g}", dash(p.consumer_id), dash(p.host),
+            dash(p.client_id),
         )  # fmt: skip
     return table
 
@@ -98,7 +69,7 @@ def status_tables(report: StatusReport) -> list[Table]:
     for g in report.groups:
         groups.add_row(
             g.group, g.state, str(len(g.members)), str(g.lag), str(g.pending),
-            _seconds(g.lag_seconds), _seconds(g.eta_s),
+            duration(g.lag_seconds), duration(g.eta_s),
         )  # fmt: skip
     for name in report.missing_groups:
         groups.add_row(name, "[yellow]never seen[/yellow]", "0", "-", "-", "-", "-")
@@ -124,11 +95,8 @@ def status_tables(report: StatusReport) -> list[Table]:
 
 
 def register(app: typer.Typer) -> None:
-    from pipeline.ops.reembed_cli import reembed_command
-
     app.command("lag")(lag_command)
     app.command("status")(status_command)
-    app.command("reembed")(reembed_command)
     app.command("serve")(serve_command)
     app.add_typer(dlq_app, name="dlq")
 
@@ -219,7 +187,7 @@ def serve_command(
     """
     import uvicorn
 
-    from pipeline.ops.http import create_app
+    from pipeline.http.app import create_app
 
     settings: Settings = ctx.obj
     uvicorn.run(

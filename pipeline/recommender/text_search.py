@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
-from models.base import ModelUnavailable
-from models.registry import create_model
+from models.base import ManagedModel, ModelUnavailable
 from models.text import (
     NATIVE_TEXT_MODELS,
     MuqTextEncoder,
     SentenceEncoder,
     TagTextEncoder,
 )
-from pipeline.config import Settings
 from pipeline.recommender.batching import Batcher
 from pipeline.recommender.common import Outcome, QueryContext, weighted_centroid
 from pipeline.recommender.finish import finish, request_rules
@@ -40,14 +39,22 @@ RERANK_TRACKS = 2000  # best tag matches re-ranked with embedding similarity
 
 
 class TextSupport:
-    """The text encoders of one query process, loaded on first use."""
+    """The text encoders of one process, loaded on first use.
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.sentences = SentenceEncoder(
-            settings.query.text_encoder_dir, settings.query.text_precision
-        )
-        self.tags = TagTextEncoder(self.sentences, temperature=settings.query.text_tag_temperature)
+    Built by `pipeline.wiring.text_support` from the settings, so the query
+    service and the HTTP service's /embed_text encode prompts the same way.
+    `load_model` builds a model by name (its native text tower is used).
+    """
+
+    def __init__(
+        self,
+        sentences: SentenceEncoder,
+        tag_temperature: float,
+        load_model: Callable[[str], ManagedModel],
+    ) -> None:
+        self.sentences = sentences
+        self.tags = TagTextEncoder(sentences, temperature=tag_temperature)
+        self._load_model = load_model
         self._native: dict[str, MuqTextEncoder] = {}
         self._lock = threading.Lock()
         # Prompts of concurrent requests share a forward pass of the sentence model.
@@ -58,11 +65,9 @@ class TextSupport:
 
     def native(self, model: str) -> MuqTextEncoder:
         """The model's own text tower; ModelUnavailable when its weights are not here."""
-        from pipeline.consumers.embedder import model_options
-
         with self._lock:
             if model not in self._native:
-                managed = create_model(model, model_options(self.settings, model))
+                managed = self._load_model(model)
                 managed.model.model_version  # noqa: B018 - checks the weights folder now
                 self._native[model] = MuqTextEncoder(managed)
             return self._native[model]

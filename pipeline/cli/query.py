@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.common import console, fail
 from pipeline.config import Settings
 from pipeline.schemas.queries import QueryReply, ScoredTrack, query_request_adapter
-
-console = Console()
 
 Limit = Annotated[
     int, typer.Option("--limit", "-n", help="Results wanted (capped by the service).")
@@ -47,7 +45,7 @@ Negative = Annotated[
 ]
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, schemas: typer.Typer) -> None:
     ask_app = typer.Typer(help="Ask the query service (over Kafka) and print the reply.")
     playlist_app = typer.Typer(help="Ask the query service and write the result to Navidrome.")
     _request_commands(ask_app, playlist=False)
@@ -69,8 +67,6 @@ def register(app: typer.Typer) -> None:
             await supervisor.run()
 
         asyncio.run(main())
-
-    schemas = next((g.typer_instance for g in app.registered_groups if g.name == "schemas"), app)
 
     @schemas.command("asyncapi")
     def asyncapi_command(
@@ -336,8 +332,7 @@ def _ask(ctx: typer.Context, values: dict[str, Any], options: Shared, playlist: 
     try:
         request = query_request_adapter.validate_python(values)
     except ValidationError as exc:
-        console.print(f"[red]error:[/red] {describe_validation_error(exc)}")
-        raise typer.Exit(code=2) from None
+        raise fail(describe_validation_error(exc), code=2) from None
 
     async def main() -> QueryReply:
         async with QueryClient(settings) as client:
@@ -346,12 +341,10 @@ def _ask(ctx: typer.Context, values: dict[str, Any], options: Shared, playlist: 
     try:
         reply = asyncio.run(main())
     except (QueryTimeout, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from None
+        raise fail(str(exc)) from None
     except KafkaError as exc:
         servers = settings.kafka.bootstrap_servers
-        console.print(f"[red]error:[/red] cannot reach Kafka at {servers}: {exc}")
-        raise typer.Exit(code=1) from None
+        raise fail(f"cannot reach Kafka at {servers}: {exc}") from None
     if options.as_json:
         print(reply.model_dump_json(indent=2, exclude_none=True))
     else:
@@ -403,13 +396,12 @@ def _table(title: str, tracks: list[ScoredTrack]) -> Table:
 
 def write_playlist(settings: Settings, name: str, track_ids: list[str]) -> None:
     """Create (or refill) the user's Navidrome playlist `name` with these tracks."""
-    from pipeline.producers.navidrome_db import NavidromeUnavailable
-    from pipeline.recommender.playlists import navidrome_playlist
+    from pipeline.navidrome.database import NavidromeUnavailable
+    from pipeline.navidrome.playlists import navidrome_playlist
 
     try:
         playlist_id, created = asyncio.run(navidrome_playlist(settings.navidrome, name, track_ids))
     except NavidromeUnavailable as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from None
+        raise fail(str(exc)) from None
     verb = "created" if created else "replaced the songs of"
     console.print(f"{verb} Navidrome playlist {name!r} ({playlist_id}): {len(track_ids)} songs")

@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
-from rich.console import Console
 from rich.markup import escape
 
 from pipeline.bus import make_producer
+from pipeline.cli.common import console, fail
 from pipeline.config import Settings
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.producers.navidrome import NavidromeScanner, NavidromeSource, source_from_settings
@@ -23,7 +23,6 @@ from pipeline.producers.publish import ScanReport
 from pipeline.producers.schedule import check_cron
 from pipeline.topics import ensure_topics
 
-console = Console()
 scan_app = typer.Typer(help="Publish a music library that another program catalogues.")
 
 
@@ -31,11 +30,6 @@ def register(app: typer.Typer) -> None:
     """Add the producer commands to the `sonicbus` application."""
     app.command("watch")(watch_command)
     app.add_typer(scan_app, name="scan")
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code=1)
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +92,7 @@ def watch_command(
             raise ValueError("no music folder given: pass DIR arguments or set watcher.roots")
         report = asyncio.run(_watch(settings, watcher_roots, once=once, dry_run=dry_run))
     except (ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if report is not None and not report.ok:
         raise typer.Exit(code=1)
 
@@ -177,7 +171,7 @@ def scan_navidrome(
             check_cron(cron)
         source = source_from_settings(navidrome)
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     report = asyncio.run(_scan(settings, source, cron=cron, dry_run=dry_run))
     if report is not None and not report.ok:
         raise typer.Exit(code=1)

@@ -1,4 +1,7 @@
-"""The `sonicbus` command line. Settings are loaded once here and passed down."""
+"""The `sonicbus` application: global options, and the commands of the local setup.
+
+Settings are loaded once, in the callback, and reach every command as `ctx.obj`.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from pipeline import infra
+from pipeline.cli import embed, ops, producers, query, reembed
+from pipeline.cli.common import console, fail, fail_with, settings_of
 from pipeline.config import Settings, load_settings
-from pipeline.consumers.commands import register as register_consumer_commands
-from pipeline.consumers.query_commands import register as register_query_commands
+from pipeline.errors import SonicbusError
 from pipeline.logs import setup_logging
-from pipeline.ops.commands import register as register_ops_commands
-from pipeline.producers.commands import register as register_producer_commands
 from pipeline.topics import ensure_topics, list_topics
 
 app = typer.Typer(
@@ -30,17 +31,6 @@ infra_app = typer.Typer(help="Local Kafka broker and Milvus for development and 
 schemas_app = typer.Typer(help="The wire contract: JSON Schemas of every topic.")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schemas_app, name="schemas")
-register_producer_commands(app)
-register_consumer_commands(app)
-register_query_commands(app)
-register_ops_commands(app)
-
-console = Console()
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
 
 
 @app.callback()
@@ -63,11 +53,6 @@ def main_callback(
     ctx.obj = settings
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=1)
-
-
 @infra_app.command("up")
 def infra_up(
     ctx: typer.Context,
@@ -76,7 +61,7 @@ def infra_up(
     ] = False,
 ) -> None:
     """Start the local Kafka broker (if the settings point at it), create topics, check Milvus."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         if infra.local_kafka_configured(settings):
             infra.start_kafka(settings)
@@ -84,9 +69,9 @@ def infra_up(
             infra.start_milvus_server(settings)
         created = asyncio.run(ensure_topics(settings.kafka, settings.topics))
     except infra.InfraError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except Exception as exc:
-        raise _fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+        raise fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
     if created:
         console.print(f"created topics: {', '.join(created)}")
     _print_status(settings)
@@ -95,19 +80,19 @@ def infra_up(
 @infra_app.command("down")
 def infra_down(ctx: typer.Context) -> None:
     """Stop the local Kafka broker and the embedded Milvus server, if they run."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         infra.stop_kafka(settings)
         infra.stop_milvus_server(settings)
     except infra.InfraError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print("local services stopped")
 
 
 @infra_app.command("status")
 def infra_status(ctx: typer.Context) -> None:
     """Is Kafka reachable (and which topics exist)? Is Milvus reachable?"""
-    if not _print_status(_settings(ctx)):
+    if not _print_status(settings_of(ctx)):
         raise typer.Exit(code=1)
 
 
@@ -131,13 +116,13 @@ def topics_command(
     create: Annotated[bool, typer.Option(help="Create missing sonicbus topics first.")] = False,
 ) -> None:
     """List the topics on the broker with their partition counts."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         if create:
             asyncio.run(ensure_topics(settings.kafka, settings.topics))
         topics = asyncio.run(list_topics(settings.kafka))
     except Exception as exc:
-        raise _fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+        raise fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
     table = Table(title=f"topics on {settings.kafka.bootstrap_servers}")
     table.add_column("topic")
     table.add_column("partitions", justify="right")
@@ -164,7 +149,7 @@ def config_command(
             table.add_row(*row)
         console.print(table)
         return
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     console.print_json(settings.model_dump_json())
 
 
@@ -188,7 +173,7 @@ def schemas_show(
 
     schemas = json_schemas()
     if family not in schemas:
-        raise _fail(f"unknown topic family {family!r}; choose from {', '.join(schemas)}")
+        raise fail(f"unknown topic family {family!r}; choose from {', '.join(schemas)}")
     print(json.dumps(schemas[family], indent=2))
 
 
@@ -207,20 +192,20 @@ def up_command(
     from models.registry import available_models
     from pipeline.mainjob import prepare_services, run_main_job
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     missing = [str(d) for d in music_dirs if not d.is_dir()]
     if missing:
-        raise _fail(f"music folder not found: {', '.join(missing)}")
+        raise fail(f"music folder not found: {', '.join(missing)}")
     models = model or settings.embed.models
     unknown = [m for m in models if m not in available_models()]
     if unknown:
-        raise _fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
+        raise fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
     try:
         prepare_services(settings)
     except infra.InfraError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except Exception as exc:
-        raise _fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+        raise fail(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
     console.print(
         f"Kafka {settings.kafka.bootstrap_servers} · Milvus {settings.milvus_uri} · "
         f"models {', '.join(models)} · music {', '.join(map(str, music_dirs))}"
@@ -228,8 +213,21 @@ def up_command(
     asyncio.run(run_main_job(settings, music_dirs, models, console))
 
 
+# The commands of each group, after the local setup's own (`sonicbus --help` lists them so).
+producers.register(app)
+embed.register(app)
+query.register(app, schemas_app)
+ops.register(app)
+reembed.register(app)
+
+
 def main() -> None:
-    app()
+    """The console script: a sonicbus error that no command handled is one line, not a
+    traceback, with its kind's exit code (see pipeline.errors)."""
+    try:
+        app()
+    except SonicbusError as exc:
+        raise SystemExit(fail_with(exc).exit_code) from None
 
 
 if __name__ == "__main__":

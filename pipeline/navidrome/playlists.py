@@ -9,8 +9,7 @@ refreshes the user's playlist instead of adding another one of that name.
 from __future__ import annotations
 
 from pipeline.config import NavidromeSettings
-from pipeline.producers.navidrome_db import NavidromeUnavailable
-from pipeline.producers.subsonic import SubsonicClient
+from pipeline.navidrome.subsonic import SubsonicClient
 
 
 async def navidrome_playlist(
@@ -18,21 +17,7 @@ async def navidrome_playlist(
 ) -> tuple[str, bool]:
     """(playlist id, created?) after writing the user's playlist `name`."""
     n = navidrome
-    if not (n.url and n.user):
-        raise NavidromeUnavailable(
-            "writing a playlist needs navidrome.url, navidrome.user and navidrome.password "
-            "(SONICBUS_NAVIDROME__URL, ...)"
-        )
-    password = n.password.get_secret_value() if n.password else ""
-    async with SubsonicClient(
-        n.url,
-        n.user,
-        password,
-        client_name=n.client_name,
-        api_version=n.api_version,
-        timeout_s=n.timeout_s,
-        retries=n.retries,
-    ) as client:
+    async with SubsonicClient.from_settings(n) as client:
         body = await client.call("getPlaylists")
         playlists = (body.get("playlists") or {}).get("playlist") or []
         mine = [p for p in playlists if p.get("name") == name and p.get("owner") in (None, n.user)]

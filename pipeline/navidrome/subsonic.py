@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from pipeline.producers.navidrome_db import (
+from pipeline.config import NavidromeSettings
+from pipeline.navidrome.database import (
     NavidromeListing,
     NavidromeTrack,
     NavidromeUnavailable,
@@ -36,6 +37,28 @@ class SubsonicClient:
     Timeouts, connection errors and HTTP 5xx are retried with backoff; an API
     error (wrong password, unknown endpoint) is not, since it would not change.
     """
+
+    @classmethod
+    def from_settings(cls, navidrome: NavidromeSettings) -> SubsonicClient:
+        """The client of the configured server and user; the one place it is built.
+
+        Raises NavidromeUnavailable when the URL or the user is not configured.
+        """
+        n = navidrome
+        if not (n.url and n.user):
+            raise NavidromeUnavailable(
+                "the Subsonic API needs navidrome.url, navidrome.user and navidrome.password "
+                "(SONICBUS_NAVIDROME__URL, ...)"
+            )
+        return cls(
+            n.url,
+            n.user,
+            n.password.get_secret_value() if n.password else "",
+            client_name=n.client_name,
+            api_version=n.api_version,
+            timeout_s=n.timeout_s,
+            retries=n.retries,
+        )
 
     def __init__(
         self,

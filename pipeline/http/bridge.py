@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from pipeline.errors import InvalidInput
 from pipeline.schemas.queries import QueryReply
 
 MODES = ("recent", "favorites", "all", "discovery", "custom", "text")
@@ -119,7 +120,7 @@ class RecommendationResponse(BaseModel):
         return [t.track_id for t in self.tracks]
 
 
-class BridgeError(ValueError):
+class BridgeError(InvalidInput):
     """The older request cannot be expressed on the bus; 422 with this message."""
 
 

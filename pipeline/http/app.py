@@ -37,9 +37,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 
 from pipeline import infra
-from pipeline.client import QueryTimeout
 from pipeline.config import Settings
-from pipeline.ops import bridge
+from pipeline.errors import SonicbusError
+from pipeline.http import bridge
+from pipeline.http.runtime import OpsRuntime
 from pipeline.ops.progress import (
     ReplayProgress,
     ReplayRate,
@@ -48,7 +49,6 @@ from pipeline.ops.progress import (
 )
 from pipeline.ops.replay import (
     Replay,
-    ReplayError,
     cancel_replay,
     check_model,
     current,
@@ -56,7 +56,6 @@ from pipeline.ops.replay import (
     resume_replay,
     start_replay,
 )
-from pipeline.ops.runtime import OpsRuntime
 from pipeline.ops.status import watched_groups as expected_groups
 from pipeline.schemas.base import describe_validation_error
 from pipeline.store import StoreUnavailable, VectorStore
@@ -130,9 +129,10 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
             return JSONResponse({"detail": "request body too large"}, status_code=413)
         return await call_next(request)
 
-    @app.exception_handler(ReplayError)
-    async def replay_error(_: Request, exc: ReplayError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+    @app.exception_handler(SonicbusError)
+    async def sonicbus_error(_: Request, exc: SonicbusError) -> JSONResponse:
+        """Every error of the hierarchy answers with its kind's status (pipeline.errors)."""
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz(response: Response) -> Health:
@@ -211,13 +211,9 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
     ) -> bridge.RecommendationResponse:
         try:
             query = bridge.to_query(mode, body)
-            reply = await rt().client.ask(query, timeout=settings.http.reply_timeout_s)
-        except bridge.BridgeError as exc:
-            raise HTTPException(422, str(exc)) from exc
         except ValidationError as exc:
             raise HTTPException(422, describe_validation_error(exc)) from exc
-        except QueryTimeout as exc:
-            raise HTTPException(504, str(exc)) from exc
+        reply = await rt().client.ask(query, timeout=settings.http.reply_timeout_s)
         if not reply.ok and reply.error is not None:
             status = bridge.HTTP_STATUS.get(reply.error.code, 502)
             raise HTTPException(status, f"{reply.error.code}: {reply.error.message}")
@@ -225,12 +221,7 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
 
     @app.post("/embed_text", response_model=bridge.TextEmbeddingResponse, tags=["older API"])
     async def embed_text(body: bridge.TextEmbeddingRequest) -> bridge.TextEmbeddingResponse:
-        from models.base import ModelUnavailable
-
-        try:
-            return await asyncio.to_thread(rt().text_embedding, body)
-        except ModelUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+        return await asyncio.to_thread(rt().text_embedding, body)
 
     @app.post("/batch/start", tags=["older API"], dependencies=admin_only)
     async def batch_start(body: bridge.BatchEmbeddingRequest) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""CLI commands of the consumers: `sonicbus embed`."""
+"""`sonicbus embed`: one model's embedding consumer."""
 
 from __future__ import annotations
 

@@ -13,20 +13,20 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
-
-from fastapi import HTTPException
 
 from pipeline.client import QueryClient
 from pipeline.config import Settings
-from pipeline.ops import bridge
+from pipeline.errors import InvalidInput
+from pipeline.http import bridge
 from pipeline.ops.dlq import dlq_partitions
 from pipeline.ops.lag import LagReader, LagTracker
 from pipeline.ops.metrics import BusFollower, OpsMetrics, Snapshot
 from pipeline.ops.progress import ReplayRate, replay_progress, watch_replays
 from pipeline.ops.replay import current
 from pipeline.ops.status import describe_collections, last_embedded, model_info, our_groups
+from pipeline.recommender.text_search import TextSupport
 from pipeline.store import VectorStore
+from pipeline.wiring import text_support, vector_store
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ class OpsRuntime:
         self.settings = settings
         self.own_store = store is None
         if store is None:
-            settings.home.mkdir(parents=True, exist_ok=True)
-            store = VectorStore(settings.milvus, settings.milvus_uri)
+            store = vector_store(settings)
         self.store = store
         self.metrics = OpsMetrics()
         self.tracker = LagTracker(settings.ops.rate_window_s)
@@ -50,7 +49,14 @@ class OpsRuntime:
         self.stop_event = asyncio.Event()
         self.sampled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._encoders: dict[str, Any] = {}
+        self._text: TextSupport | None = None
+
+    @property
+    def text(self) -> TextSupport:
+        """The prompt encoders, built on first use (loading them takes seconds)."""
+        if self._text is None:
+            self._text = text_support(self.settings)
+        return self._text
 
     async def start(self) -> None:
         await self.reader.start()
@@ -73,9 +79,9 @@ class OpsRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.stop()
         await self.reader.stop()
-        for encoder in self._encoders.values():
+        if self._text is not None:
             with contextlib.suppress(Exception):
-                encoder.close()
+                self._text.close()
         if self.own_store:
             self.store.close()
 
@@ -123,41 +129,27 @@ class OpsRuntime:
         return snapshot
 
     def text_embedding(self, request: bridge.TextEmbeddingRequest) -> bridge.TextEmbeddingResponse:
-        """Blocking: a prompt in the model's terms (see the module docstring)."""
-        from models.text import (
-            NATIVE_TEXT_MODELS,
-            TAGGED_MODELS,
-            MuqTextEncoder,
-            SentenceEncoder,
-            TagTextEncoder,
-        )
+        """Blocking: a prompt in the model's terms (see the module docstring).
+
+        The encoders are the query service's (`wiring.text_support`): the same
+        sentence model at the same `query.text_precision`, the same tag temperature.
+        """
+        from models.text import NATIVE_TEXT_MODELS, TAGGED_MODELS
 
         model = request.model
         if model in NATIVE_TEXT_MODELS:
-            if model not in self._encoders:
-                from models.registry import create_model
-                from pipeline.consumers.embedder import model_options
-
-                self._encoders[model] = MuqTextEncoder(
-                    create_model(model, model_options(self.settings, model))
-                )
-            vector = self._encoders[model].encode([request.text])[0]
+            vector = self.text.native(model).encode([request.text])[0]
             return bridge.TextEmbeddingResponse(
                 embedding=vector.tolist(), model=model, dimension=len(vector), space="audio"
             )
         if model in TAGGED_MODELS:
-            if "tags" not in self._encoders:
-                sentences = SentenceEncoder(self.settings.query.text_encoder_dir)
-                self._encoders["tags"] = TagTextEncoder(
-                    sentences, temperature=self.settings.query.text_tag_temperature
-                )
-            tags = self._encoders["tags"]
+            tags = self.text.tags
             weights = tags.weights(request.text)
             return bridge.TextEmbeddingResponse(
                 embedding=[round(float(w), 6) for w in weights], model=model,
                 dimension=len(weights), space="tags", tags=tags.top_tags(request.text, 5),
             )  # fmt: skip
-        raise HTTPException(422, f"model {model!r} has no text encoder (try musicnn or muq)")
+        raise InvalidInput(f"model {model!r} has no text encoder (try musicnn or muq)")
 
     async def batch_progress(self) -> bridge.BatchProgress:
         """The older progress shape, summed over each configured model's latest replay."""
