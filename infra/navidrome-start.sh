@@ -93,6 +93,7 @@ fi
 }
 music="$(cd "$NAVIDROME_MUSIC" && pwd)"
 "$INFRA_DIR/navidrome-fetch.sh" >/dev/null
+mkdir -p "$NAVIDROME_DATA"
 load_password
 cat > "$config" <<TOML
 # Written by infra/navidrome-start.sh at every start; edits are lost.

@@ -217,6 +217,16 @@ class NavidromeSettings(BaseModel):
         "track ids.",
     )
     url: str | None = Field(None, description="Base URL of the Navidrome server (Subsonic API).")
+    local_port: int = Field(
+        4533,
+        ge=1,
+        le=65535,
+        description="Port of the local Navidrome that infra/navidrome-start.sh runs (tests use "
+        "a 39xxx port so a user's own server on 4533 is never touched).",
+    )
+    music_folder: Path | None = Field(
+        None, description="Music folder of the local Navidrome (infra scripts; ~/Music if unset)."
+    )
     user: str | None = Field(None, description="Subsonic user name.")
     password: SecretStr | None = Field(
         None, description="Subsonic password (SONICBUS_NAVIDROME__PASSWORD)."
@@ -228,6 +238,17 @@ class NavidromeSettings(BaseModel):
     retries: int = Field(2, ge=0, description="Retries of a Subsonic request that failed.")
     busy_timeout_s: float = Field(
         10.0, ge=0, description="How long to wait for a locked Navidrome database."
+    )
+    download_fallback: bool = Field(
+        True,
+        description="Embedders fetch a Navidrome track's original through Subsonic `download` "
+        "when its path cannot be read on their machine (needs url, user, password).",
+    )
+    download_max_mb: int = Field(
+        1024, ge=1, description="Largest file an embedder downloads from Navidrome (MiB)."
+    )
+    download_timeout_s: float = Field(
+        300.0, gt=0, description="Longest time one download from Navidrome may take."
     )
     path_map: dict[str, str] = Field(
         default_factory=dict,

@@ -35,9 +35,12 @@ def script_env(settings: Settings) -> dict[str, str]:
             "SONICBUS_KAFKA__LOCAL_PORT": str(settings.kafka.local_port),
             "SONICBUS_KAFKA__LOCAL_HEAP": settings.kafka.local_heap,
             "SONICBUS_MILVUS__LOCAL_PORT": str(settings.milvus.local_port),
+            "SONICBUS_NAVIDROME__LOCAL_PORT": str(settings.navidrome.local_port),
             "SONICBUS_PYTHON": sys.executable,
         }
     )
+    if settings.navidrome.music_folder is not None:
+        env["SONICBUS_NAVIDROME__MUSIC_FOLDER"] = str(settings.navidrome.music_folder)
     return env
 
 

@@ -17,7 +17,7 @@ from models.base import ManagedModel, ModelOptions
 from models.registry import create_model
 from models.text import SentenceEncoder
 from pipeline.config import Settings
-from pipeline.recommender.text_search import TextSupport
+from pipeline.recommender.prompts import TextSupport
 from pipeline.store import VectorStore
 
 

@@ -32,6 +32,8 @@ from pipeline.consumers.worker import (
     PermanentError,
     TransientError,
 )
+from pipeline.navidrome.database import NavidromeUnavailable
+from pipeline.navidrome.download import NavidromeRefused, reachable_audio
 from pipeline.schemas import EmbeddingEvent, TrackEvent
 from pipeline.schemas.embeddings import NearDuplicate, StageTimings
 from pipeline.store import StoreUnavailable, VectorRow, VectorStore
@@ -143,7 +145,7 @@ class Embedder:
             assert event is not None
             row = stored.get(event.track_id)
             token = event.fingerprint.token() if event.fingerprint else None
-            if row and token and row["fingerprint"] == token and row["model_version"] == version:
+            if row and token and row.fingerprint == token and row.model_version == version:
                 skipped.append(d)
             else:
                 todo.append(d)
@@ -163,17 +165,24 @@ class Embedder:
         segment = event.segment
         started = time.perf_counter()
         try:
-            samples = await asyncio.wait_for(
-                asyncio.to_thread(
-                    decode_audio,
-                    event.path,
-                    self.model.model.sample_rate,
-                    segment.start_s if segment else 0.0,
-                    segment.end_s if segment else None,
-                    self.limits,
-                ),
-                timeout=self.settings.embed.decode_timeout_s,
-            )
+            # The file itself, or its original fetched from Navidrome when the path
+            # cannot be read on this machine (pipeline.navidrome.download).
+            async with reachable_audio(event, self.settings.navidrome) as path:
+                samples = await asyncio.wait_for(
+                    asyncio.to_thread(
+                        decode_audio,
+                        path,
+                        self.model.model.sample_rate,
+                        segment.start_s if segment else 0.0,
+                        segment.end_s if segment else None,
+                        self.limits,
+                    ),
+                    timeout=self.settings.embed.decode_timeout_s,
+                )
+        except NavidromeRefused as exc:
+            return Failure(delivery, PermanentError(str(exc), stage="audio"))
+        except NavidromeUnavailable as exc:  # server down or slow: retry the batch later
+            raise TransientError(str(exc)) from exc
         except AudioDecodeError as exc:
             return Failure(delivery, PermanentError(str(exc), stage="audio"))
         except TimeoutError:

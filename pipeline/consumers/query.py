@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from faststream import BaseMiddleware
-from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.kafka import KafkaBroker, KafkaResponse
 from faststream.kafka.annotations import KafkaMessage
 from threadpoolctl import threadpool_limits
@@ -47,7 +46,7 @@ from pipeline.recommender.engine import QueryEngine, invalid_request_reply
 from pipeline.recommender.library import Library
 from pipeline.recommender.seeds import SeedSource
 from pipeline.schemas import EmbeddingEvent, SchemaError
-from pipeline.schemas.queries import QueryError, QueryReply, QueryRequest, query_request_adapter
+from pipeline.schemas.queries import QueryReply, QueryRequest, ReplyError, query_request_adapter
 from pipeline.store import VectorStore
 from pipeline.topics import query_group, read_from_end
 from pipeline.wiring import text_support, vector_store
@@ -132,6 +131,8 @@ class QueryService:
         self.dlq = DeadLetterSink(self.producer, settings.topics.dlq)
         self.broker = build_broker(settings, self)
         self.stats = ServiceStats()
+        # Requests handed to our middleware and not yet replied to (see request_guard).
+        self.in_hand = 0
         self.ready = asyncio.Event()  # indexes and text encoder warmed up
         self.following = asyncio.Event()  # positioned on `embeddings`
         self._stopping = asyncio.Event()
@@ -249,20 +250,29 @@ class QueryService:
         scale-down did exactly that). Paused partitions are not read any more;
         once nothing is in hand, the offsets committed on leaving are past
         answered requests only, and the replicas that stay go on from there.
+
+        FastStream's public API only: its `graceful_timeout` waits for handlers
+        already running, but a record it has read and not yet handed to a worker
+        would be dropped by its stop. So the subscriber's aiokafka consumer (what
+        `faststream.kafka.annotations.Consumer` injects) is paused, and
+        `in_hand` counts from our middleware's `on_receive` to its
+        `after_processed`, which comes after the reply is published. A record
+        read but not yet in the middleware waits on nothing but the event loop
+        (a worker slot that only other such records hold, a queue that is read
+        at once), so it reaches `on_receive` before a 20 ms sleep ends; three
+        idle rounds in a row leave a wide margin.
         """
-        subscriber = self.broker.subscribers[0]
-        consumer = subscriber.consumer
+        consumer = self.broker.subscribers[0].consumer
         if consumer is None:
             return
         give_up = time.monotonic() + self.settings.query.default_timeout_s
         idle_rounds = 0
-        while idle_rounds < 3:  # idle a few rounds: a record between two hands is seen
+        while idle_rounds < 3:
             # Again every round: a rebalance during the drain may assign more partitions.
             consumer.pause(*consumer.assignment())
-            in_hand = requests_in_hand(subscriber)
-            idle_rounds = 0 if in_hand else idle_rounds + 1
+            idle_rounds = 0 if self.in_hand else idle_rounds + 1
             if time.monotonic() > give_up:
-                log.warning("stopping with %d requests still unanswered", in_hand)
+                log.warning("stopping with %d requests still unanswered", self.in_hand)
                 return
             await asyncio.sleep(0.02)
 
@@ -312,23 +322,6 @@ class QueryService:
             await consumer.stop()
 
 
-def requests_in_hand(subscriber: Any) -> int:
-    """How many records the `requests` subscriber has read but not finished answering.
-
-    With one worker, FastStream's read loop answers each record itself, under
-    its graceful-stop lock. With several, a record is either being answered or
-    being queued (a limiter slot held), queued for a free worker (a memory
-    stream), or waiting for a slot (a task waiting on the limiter).
-    """
-    limiter = getattr(subscriber, "limiter", None)
-    if limiter is None:
-        lock = subscriber.lock
-        return lock.qsize if isinstance(lock, MultiLock) else 0
-    held = subscriber.max_workers - limiter.value
-    queued = subscriber.receive_stream.statistics().current_buffer_used
-    return held + queued + limiter.statistics().tasks_waiting
-
-
 def freeze_heap() -> None:
     """Keep the indexes' million long-lived objects (ids, metadata) out of garbage collection.
 
@@ -342,14 +335,27 @@ def freeze_heap() -> None:
 
 def _error_reply(request_id: str, kind: str | None, code: Any, message: str) -> QueryReply:
     return QueryReply(
-        request_id=request_id, type=kind, ok=False, error=QueryError(code=code, message=message)
+        request_id=request_id, type=kind, ok=False, error=ReplyError(code=code, message=message)
     )
 
 
 def request_guard(service: QueryService | None) -> type[BaseMiddleware]:
-    """Middleware around decoding and handling: bad reply_to -> dlq, any error -> a reply."""
+    """Middleware around decoding and handling: bad reply_to -> dlq, any error -> a reply;
+    it also keeps `service.in_hand`, the count the drain waits on."""
 
     class RequestGuard(BaseMiddleware):
+        async def on_receive(self) -> None:
+            assert service is not None
+            service.in_hand += 1
+
+        async def after_processed(
+            self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None
+        ) -> bool | None:
+            """After the reply (or the dead letter) is published, or the handling failed."""
+            assert service is not None
+            service.in_hand -= 1
+            return False
+
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
             assert service is not None
             problem = await service.reply_topics.problem(msg.reply_to or "")

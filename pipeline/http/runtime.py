@@ -24,7 +24,7 @@ from pipeline.ops.metrics import BusFollower, OpsMetrics, Snapshot
 from pipeline.ops.progress import ReplayRate, replay_progress, watch_replays
 from pipeline.ops.replay import current
 from pipeline.ops.status import describe_collections, last_embedded, model_info, our_groups
-from pipeline.recommender.text_search import TextSupport
+from pipeline.recommender.prompts import TextSupport
 from pipeline.store import VectorStore
 from pipeline.wiring import text_support, vector_store
 

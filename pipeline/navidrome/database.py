@@ -8,6 +8,7 @@ Paths are Navidrome's: `PathMap` turns them into paths on this machine.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -53,6 +54,9 @@ class NavidromeTrack(BaseModel):
     relative_path: str | None = None
     suffix: str | None = None
     size: int | None = None
+    pid: str | None = Field(
+        None, description="Navidrome's persistent id: a hash of tags (database only)."
+    )
     metadata: TrackMetadata = Field(default_factory=TrackMetadata)
     annotation: TrackAnnotation | None = None
 
@@ -106,7 +110,8 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _positive(value: Any) -> int | None:
+def positive_number(value: Any) -> int | None:
+    """A track, disc or year number; None for 0, empty or not a number (both sources)."""
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -132,7 +137,17 @@ _COLUMNS = (
     "mbz_album_id",
     "mbz_artist_id",
     "library_id",
+    "pid",
+    "tags",
 )
+
+
+# Columns media_file has had in every Navidrome version sonicbus reads: without one of
+# them the schema is not one we know, and guessing (a NULL title, every track present)
+# would publish wrong events. Since 0.55 (the `library` table) `library_id` and `missing`
+# are needed too: without `missing`, deleted files would look present.
+_REQUIRED = frozenset(_COLUMNS[:13])
+_REQUIRED_SINCE_LIBRARIES = frozenset({"library_id", "missing"})
 
 
 class NavidromeDatabase:
@@ -195,8 +210,19 @@ class NavidromeDatabase:
 
     def _read(self, connection: sqlite3.Connection, user: str | None) -> NavidromeListing:
         libraries = _libraries(connection)
-        annotations = _annotations(connection, user)
         present = set(_columns(connection, "media_file"))
+        if not present:
+            raise NavidromeUnavailable(
+                f"{self.path} is not a Navidrome database: it has no media_file table"
+            )
+        required = _REQUIRED | (_REQUIRED_SINCE_LIBRARIES if libraries else frozenset())
+        if missing := sorted(required - present):
+            raise NavidromeUnavailable(
+                f"{self.path}: Navidrome's media_file table has no column "
+                f"{', '.join(missing)}: a Navidrome version whose schema sonicbus does not "
+                "know (older or newer than those it was tested with, up to 0.63); nothing was read"
+            )
+        annotations = _annotations(connection, user)
         selected = [c if c in present else f"NULL AS {c}" for c in _COLUMNS]
         if "mbz_recording_id" not in present and "mbz_track_id" in present:
             selected[_COLUMNS.index("mbz_recording_id")] = "mbz_track_id AS mbz_recording_id"
@@ -252,6 +278,18 @@ def _annotations(connection: sqlite3.Connection, user: str | None) -> dict[str, 
     return result
 
 
+def _first_genre(row: dict[str, Any]) -> str | None:
+    """The genre column, or since Navidrome 0.55 (which leaves it empty) the first genre of
+    the `tags` JSON ({"genre": [{"id": ..., "value": ...}]}), as its Subsonic API reports it."""
+    if _text(row["genre"]):
+        return _text(row["genre"])
+    try:
+        genres = json.loads(row["tags"] or "{}").get("genre") or []
+        return _text(genres[0].get("value")) if genres else None
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def _track(row: dict[str, Any], libraries: dict[int, str]) -> NavidromeTrack:
     path = str(row["path"] or "")
     library_id = row["library_id"]
@@ -271,15 +309,16 @@ def _track(row: dict[str, Any], libraries: dict[int, str]) -> NavidromeTrack:
         relative_path=relative,
         suffix=_text(row["suffix"]),
         size=row["size"],
+        pid=_text(row["pid"]),
         metadata=TrackMetadata(
             title=_text(row["title"]),
             artist=_text(row["artist"]),
             album_artist=_text(row["album_artist"]),
             album=_text(row["album"]),
-            track_number=_positive(row["track_number"]),
-            disc_number=_positive(row["disc_number"]),
-            year=_positive(row["year"]),
-            genre=_text(row["genre"]),
+            track_number=positive_number(row["track_number"]),
+            disc_number=positive_number(row["disc_number"]),
+            year=positive_number(row["year"]),
+            genre=_first_genre(row),
             duration_s=float(row["duration"]) if row["duration"] else None,
             mbz_recording_id=_text(row["mbz_recording_id"]),
             mbz_album_id=_text(row["mbz_album_id"]),

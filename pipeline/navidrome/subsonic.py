@@ -24,6 +24,7 @@ from pipeline.navidrome.database import (
     NavidromeUnavailable,
     TrackAnnotation,
     parse_time,
+    positive_number,
 )
 from pipeline.schemas import TrackMetadata
 from pipeline.schemas.base import describe_validation_error
@@ -129,6 +130,18 @@ class SubsonicClient:
             f"Subsonic server {self.url}: {endpoint} failed after {tries} tries: {failure}"
         )
 
+    def stream(self, endpoint: str, **params: Any) -> Any:
+        """A streamed GET (`download`): `async with client.stream(...) as response`. The caller
+        reads the body, or passes an error answer to `answer`."""
+        if self._http is None:
+            raise RuntimeError("use `async with SubsonicClient(...)`")
+        url = f"{self.url}/rest/{endpoint}"
+        return self._http.stream("GET", url, params={**self._auth(), **params})
+
+    def answer(self, endpoint: str, response: httpx.Response) -> dict[str, Any]:
+        """The `subsonic-response` of a read response; NavidromeUnavailable on an error."""
+        return self._answer(endpoint, response)
+
     def _answer(self, endpoint: str, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 400:
             raise NavidromeUnavailable(
@@ -191,14 +204,6 @@ class SubsonicClient:
         return listing
 
 
-def _positive(value: Any) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def _first(items: Any, key: str) -> str | None:
     if isinstance(items, list) and items and isinstance(items[0], dict):
         value = items[0].get(key)
@@ -223,9 +228,9 @@ def track_from_song(song: dict[str, Any], library_id: int | None) -> NavidromeTr
             artist=song.get("artist") or None,
             album_artist=song.get("displayAlbumArtist") or _first(song.get("albumArtists"), "name"),
             album=song.get("album") or None,
-            track_number=_positive(song.get("track")),
-            disc_number=_positive(song.get("discNumber")),
-            year=_positive(song.get("year")),
+            track_number=positive_number(song.get("track")),
+            disc_number=positive_number(song.get("discNumber")),
+            year=positive_number(song.get("year")),
             genre=song.get("genre") or None,
             duration_s=float(duration) if duration else None,
             mbz_recording_id=song.get("musicBrainzId") or None,

@@ -24,7 +24,6 @@ from pipeline.ops.lag import LagReader, eta
 from pipeline.ops.offsets import describe_or_none
 from pipeline.ops.replay import (
     NoReplay,
-    Replay,
     check_model,
     current,
     lag_reader,
@@ -33,7 +32,7 @@ from pipeline.ops.replay import (
     save_state,
     store_call,
 )
-from pipeline.store import VectorStore
+from pipeline.store import Replay, VectorStore
 
 log = logging.getLogger(__name__)
 

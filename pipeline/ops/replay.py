@@ -27,6 +27,9 @@ writes go back to the active collection and a fresh one is dropped.
 
 `force`: while the replay runs, embedders skip their "unchanged track" check
 (the replay's `force` in the state row), so every track is embedded again.
+
+The `Replay` record itself lives in `pipeline.store.state`, beside the state
+row that holds it, because the embedders read it too; what a replay does is here.
 """
 
 from __future__ import annotations
@@ -36,10 +39,8 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
 
 from aiokafka import TopicPartition
-from pydantic import BaseModel, Field
 
 from pipeline.config import Settings
 from pipeline.errors import Conflict, NotFound, SonicbusError, Unavailable
@@ -51,12 +52,10 @@ from pipeline.ops.offsets import (
     topic_partitions,
     wait_until_idle,
 )
-from pipeline.store import ModelState, StoreUnavailable, VectorStore
+from pipeline.store import ModelState, Replay, StoreUnavailable, VectorStore
 from pipeline.topics import embed_group
 
 log = logging.getLogger(__name__)
-
-ReplayStatus = Literal["running", "cancelled", "completed", "discarded"]
 
 
 class ReplayError(SonicbusError):
@@ -81,32 +80,6 @@ class ReplayUnavailable(Unavailable, ReplayError):
     """Kafka or Milvus did not answer."""
 
 
-class Replay(BaseModel):
-    """One replay, as stored in the model's state row (JSON)."""
-
-    id: str
-    model: str
-    group: str
-    topic: str
-    status: ReplayStatus = "running"
-    fresh: bool = False
-    force: bool = False
-    drop_old: bool = False
-    since: datetime | None = None
-    previous_collection: str = Field(description="The active collection when it started.")
-    collection: str = Field(description="Where the replay writes (fresh: the new one).")
-    start: dict[int, int] = Field(description="Partition -> offset the group was reset to.")
-    end: dict[int, int] = Field(description="Partition -> log end when the replay started.")
-    started_at: datetime
-    cancelled_at: datetime | None = None
-    finished_at: datetime | None = None
-    note: str = ""
-
-    @property
-    def total(self) -> int:
-        return sum(max(0, self.end[p] - self.start.get(p, 0)) for p in self.end)
-
-
 def check_model(model: str) -> None:
     from models.registry import available_models
 
@@ -126,7 +99,8 @@ async def store_call(fn, *args):  # type: ignore[no-untyped-def]
 
 
 def replay_of(state: ModelState) -> Replay | None:
-    return Replay.model_validate(state.replay) if state.replay else None
+    """The state's replay, copied: the commands change it before saving it."""
+    return state.replay.model_copy(deep=True) if state.replay else None
 
 
 async def current(store: VectorStore, model: str) -> tuple[ModelState, Replay | None]:
@@ -142,9 +116,7 @@ async def save_state(
     active: str | None = None,
 ) -> None:
     """Write `replay` into the model's state row (collections from `state` unless given)."""
-    row = ModelState(
-        state.model, active or state.active, target or state.target, replay.model_dump(mode="json")
-    )
+    row = ModelState(state.model, active or state.active, target or state.target, replay)
     await store_call(store.set_model_state, row)
 
 

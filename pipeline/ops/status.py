@@ -159,7 +159,7 @@ def describe_collections(settings: Settings, store: VectorStore, models: list[st
     for model in models:
         state = store.model_state(model, fresh=True)
         replay = state.replay
-        summary = f"{replay.get('id')} {replay.get('status')}" if replay else ""
+        summary = f"{replay.id} {replay.status}" if replay else ""
         states[model] = (state.active, state.target, summary)
         roles[state.active] = f"active: {model}"
         if state.target != state.active:

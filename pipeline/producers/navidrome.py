@@ -125,6 +125,15 @@ class NavidromeScanner:
             log.error("Navidrome scan skipped, nothing published: %s", exc)
             return report.finish()
         self.last_listing = listing
+        if not listing.tracks and not listing.problems:
+            # An empty answer is far more often a wrong folder, user or unfinished first
+            # scan than a library that was emptied: report it, remove nothing.
+            report.error = (
+                f"{self.source.description} lists no tracks: has Navidrome scanned its music "
+                "folder, and may this user see its libraries? Nothing was published or removed"
+            )
+            log.error("Navidrome scan skipped: %s", report.error)
+            return report.finish()
         catalog = await load_catalog(self.settings.kafka, self.settings.topics.tracks)
         report.found = len(listing.tracks)
         for key, message in listing.problems:
@@ -142,6 +151,9 @@ class NavidromeScanner:
             for old in catalog.events_at(event.path)
             if base_track_id(old.track_id) != event.track_id and old.track_id not in listed
         }
+        rematched = _rematch(events, catalog, listed, superseded)
+        superseded.update(rematched)
+        report.rematched = len(rematched)
         ours = [e for e in catalog if e.source == "navidrome"]
         removed = [e for e in ours if e.track_id not in listed and e.track_id not in superseded]
         refusal = self.guard.refusal(len(removed), len(ours)) if removed else None
@@ -154,6 +166,10 @@ class NavidromeScanner:
         report.published = len(changed)
         report.unchanged = len(events) - len(changed)
         report.removed = len(superseded) + len(removed)
+        if report.rematched:
+            log.info(
+                "%d tracks re-matched to new Navidrome ids (a rebuilt database?)", report.rematched
+            )
         log.info("Navidrome scan (%s): %s", self.source.description, report.finish().summary())
         return report
 
@@ -190,6 +206,7 @@ class NavidromeScanner:
             metadata=track.metadata,
             fingerprint=_local_fingerprint(local, existing),
             navidrome_library_id=track.library_id,
+            navidrome_pid=track.pid,
         )
 
 
@@ -213,6 +230,51 @@ def _local_fingerprint(path: str, existing: TrackEvent | None) -> Fingerprint | 
     if old is not None and (old.size, old.fast_hash) == (new.size, new.fast_hash):
         return old
     return new
+
+
+def _rematch(
+    events: list[TrackEvent],
+    catalog: Catalog,
+    listed: set[str],
+    superseded: dict[str, TrackEvent],
+) -> dict[str, TrackEvent]:
+    """Old Navidrome tracks that a new id stands for, by secondary key: {old id: old event}.
+
+    A Navidrome database rebuilt from scratch gives every file a new id, and when it also
+    sees the files under other paths (another mount, a container) the path no longer
+    matches. Then the same `pid` (a hash of tags), else the same MusicBrainz recording id,
+    else the same file content (size and fast hash) re-matches them; a key shared by
+    several tracks on either side matches nothing. Re-matched old ids are tombstoned as
+    replaced, not counted as removals by the deletion guard.
+    """
+    new = [e for e in events if catalog.get(e.track_id) is None]
+    orphans = [
+        e
+        for e in catalog
+        if e.source == "navidrome" and e.track_id not in listed and e.track_id not in superseded
+    ]
+    keys = (
+        lambda e: e.navidrome_pid,
+        lambda e: e.metadata.mbz_recording_id,
+        lambda e: e.fingerprint and (e.fingerprint.size, e.fingerprint.fast_hash),
+    )
+    found: dict[str, TrackEvent] = {}
+    for key in keys:
+        old_by_key = _unique(orphans, key)
+        matched = {value for value in _unique(new, key) if value in old_by_key}
+        found.update((old_by_key[v].track_id, old_by_key[v]) for v in matched)
+        new = [e for e in new if key(e) not in matched]
+        orphans = [e for e in orphans if e.track_id not in found]
+    return found
+
+
+def _unique(events: list[TrackEvent], key) -> dict[object, TrackEvent]:  # type: ignore[no-untyped-def]
+    """key value -> the one event that has it (values shared by several are left out)."""
+    seen: dict[object, list[TrackEvent]] = {}
+    for event in events:
+        if value := key(event):
+            seen.setdefault(value, []).append(event)
+    return {value: found[0] for value, found in seen.items() if len(found) == 1}
 
 
 def _same(old: TrackEvent | None, new: TrackEvent) -> bool:

@@ -41,6 +41,7 @@ class ScanReport:
     removed: int = 0
     dead_lettered: int = 0
     refused_removals: int = 0
+    rematched: int = 0  # old ids re-found under new ones by a secondary key (Navidrome)
     refusal: str | None = None
     error: str | None = None
     started: float = field(default_factory=time.monotonic)

@@ -5,10 +5,10 @@
 - `merge`, `penalties`, `diversity`, `duplicates`, `finish`: the shared steps
   (multi-model merging, dislikes and negative prompts, MMR, artist cap,
   near-duplicates);
-- `recommend`, `text`, `similar`, `path`, `alchemy`, `fingerprint`,
+- `recommend`, `text_search`, `similar`, `path`, `alchemy`, `fingerprint`,
   `duplicates`: one module per request type;
 - `seeds`: Navidrome seed modes from plays, stars and ratings;
+- `prompts`: the text encoders, prompts in each model's terms (`text` and negative prompts);
 - `batching`: concurrent requests sharing one matrix product or forward pass;
-- `playlists`: results written as Navidrome playlists (Subsonic API);
 - `engine`: request in, reply out.
 """

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import NotFound
 from pipeline.recommender.common import (
     Candidate,
     Outcome,
     QueryContext,
-    QueryFailure,
     warn_unknown,
     weighted_centroid,
 )
@@ -39,7 +39,7 @@ def run(ctx: QueryContext) -> Outcome:
     found, add_vectors = index.vectors(list(dict.fromkeys(request.add_track_ids)))
     add = weighted_centroid(add_vectors, [1.0] * len(found))
     if add is None:
-        raise QueryFailure("not_found", f"none of add_track_ids is embedded with {index.model}")
+        raise NotFound(f"none of add_track_ids is embedded with {index.model}")
     taken, sub_vectors = index.vectors(list(dict.fromkeys(request.subtract_track_ids)))
     subtract = weighted_centroid(sub_vectors, [1.0] * len(taken))
     query = add if subtract is None else weighted_centroid(np.stack([add, subtract]), [1.0, -1.0])

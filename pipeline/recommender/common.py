@@ -1,9 +1,11 @@
-"""What every query operation shares: its context, its failure type, candidate tracks.
+"""What every query operation shares: its context and candidate tracks.
 
 An operation is a small function `run(ctx) -> Outcome`. It reads the request
 and the library through `QueryContext`, adds warnings (an unknown seed, a
 clamped limit) instead of failing when the rest can still be answered, and
-raises `QueryFailure` with a reply error code when nothing sensible can be.
+raises one of the kinds of `pipeline.errors` when nothing sensible can be
+(`NotFound`, `InvalidInput`, `Unavailable`, `Timeout`): the kind's `code`
+is the reply's error code.
 """
 
 from __future__ import annotations
@@ -16,26 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config import QuerySettings
+from pipeline.errors import Timeout, Unavailable
 from pipeline.recommender.index import ModelIndex, TrackInfo
 from pipeline.recommender.library import Library, NotEmbedded
-from pipeline.schemas.queries import DuplicatePair, QueryError
+from pipeline.schemas.queries import DuplicatePair
 
 if TYPE_CHECKING:
+    from pipeline.recommender.prompts import TextSupport
     from pipeline.recommender.seeds import SeedSource
-    from pipeline.recommender.text_search import TextSupport
-
-ErrorCode = Any  # one of QueryError.code's literals
-
-
-class QueryFailure(Exception):
-    """The request cannot be answered; `code` and the message go into the error reply."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def to_error(self) -> QueryError:
-        return QueryError(code=self.code, message=str(self)[:4000])
 
 
 @dataclass(slots=True)
@@ -88,7 +78,7 @@ class QueryContext:
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise QueryFailure("timeout", "the request's deadline passed while it was answered")
+            raise Timeout("the request's deadline passed while it was answered")
 
     def models(self, names: Sequence[str] | None = None) -> list[ModelIndex]:
         """Indexes of the requested models that have tracks; warns about the others.
@@ -108,7 +98,7 @@ class QueryContext:
                 continue
             indexes.append(index)
         if not indexes:
-            raise QueryFailure("unavailable", "; ".join(problems) or "no model to search")
+            raise Unavailable("; ".join(problems) or "no model to search")
         for problem in problems:
             self.warn(f"{problem}; answered without it")
         return indexes

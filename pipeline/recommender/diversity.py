@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.recommender.common import Candidate
-from pipeline.recommender.duplicates import same_song_key
 from pipeline.recommender.index import TrackInfo
 
 Lookup = Callable[[list[str]], tuple[dict[str, np.ndarray], dict[str, TrackInfo]]]
@@ -47,6 +46,11 @@ class Avoid:
 
 def artist_key(info: TrackInfo | None) -> str:
     return info.artist_key if info is not None else ""
+
+
+def same_song_key(info: TrackInfo | None) -> tuple[str, str] | None:
+    """(artist, title) with version noise removed; None when the title is unknown."""
+    return info.song_key if info is not None else None
 
 
 def lookup_in(vectors: dict[str, np.ndarray], info: dict[str, TrackInfo]) -> Lookup:

@@ -13,6 +13,10 @@ current from the index's change log (a changed track is compared with all
 others again: milliseconds). A cached index is compared exactly, block by
 block in memory; a library too big to cache is read from Milvus page by page,
 each track with its `NEIGHBOURS` nearest neighbours from a Milvus search.
+
+The scans are kept here, one per index (`pair_scan`), not on the index: the
+index knows nothing of this feature. They last as long as their index does;
+an index rebuilt by `Library.reconcile` is a new index, scanned anew.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
+import weakref
 
 import numpy as np
 
@@ -36,11 +42,6 @@ SCAN_THRESHOLD = 0.05
 NEIGHBOURS = 16
 log = logging.getLogger(__name__)
 _starting = threading.Lock()
-
-
-def same_song_key(info: TrackInfo | None) -> tuple[str, str] | None:
-    """(artist, title) with version noise removed; None when the title is unknown."""
-    return info.song_key if info is not None else None
 
 
 def run(ctx: QueryContext) -> Outcome:
@@ -86,7 +87,8 @@ class PairScan:
     """
 
     def __init__(self, index: ModelIndex, threshold: float) -> None:
-        self.index = index
+        # Weak, so that the registry's entry (keyed weakly by the index) goes with the index.
+        self._index = weakref.ref(index)
         self.threshold = threshold
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -104,6 +106,13 @@ class PairScan:
         return self
 
     @property
+    def index(self) -> ModelIndex:
+        index = self._index()
+        if index is None:  # unreachable: whoever holds a scan got it for an index they hold
+            raise ReferenceError(f"the {self._thread.name} scan outlived its index")
+        return index
+
+    @property
     def usable(self) -> bool:
         """False once it failed or its index changed more than the change log remembers."""
         if self.error is not None:
@@ -113,27 +122,31 @@ class PairScan:
         return self.index.changes_since(self._version)[1] is not None
 
     def _scan(self) -> None:
-        started = time.perf_counter()
         try:
-            view, version = self.index.versioned_view()
-            if view.vectors is None:
-                self._scan_milvus()
-            else:
-                self._scan_memory(view)
-            self._version = version
-            log.info(
-                "duplicates of %s: %d tracks compared in %.1f s, %d pair(s) within %.3f",
-                self.index.model,
-                self.total,
-                time.perf_counter() - started,
-                len(self._pairs),
-                self.threshold,
-                extra={"model": self.index.model},
-            )
+            self._scan_index(self.index)  # the argument holds the index for the whole scan
         except BaseException as exc:  # the waiting request reports it; the next one rescans
+            _forget_locals(exc)
             self.error = exc
         finally:
             self.done.set()
+
+    def _scan_index(self, index: ModelIndex) -> None:
+        started = time.perf_counter()
+        view, version = index.versioned_view()
+        if view.vectors is None:
+            self._scan_milvus()
+        else:
+            self._scan_memory(view)
+        self._version = version
+        log.info(
+            "duplicates of %s: %d tracks compared in %.1f s, %d pair(s) within %.3f",
+            index.model,
+            self.total,
+            time.perf_counter() - started,
+            len(self._pairs),
+            self.threshold,
+            extra={"model": index.model},
+        )
 
     def _scan_memory(self, view: View) -> None:
         assert view.vectors is not None
@@ -156,8 +169,8 @@ class PairScan:
         (read before the first page), so `pairs()` compares those tracks again."""
         self.total = self.index.size
         for page in self.index.store.iterate(self.index.collection, with_vectors=True):
-            ids = [str(row["track_id"]) for row in page]
-            found = self._neighbours(ids, np.stack([row["embedding"] for row in page]))
+            ids = [row.track_id for row in page]
+            found = self._neighbours(ids, np.stack([row.vector for row in page]))
             with self._lock:
                 self._pairs.update(found)
                 self.scanned = min(self.scanned + len(ids), self.total)
@@ -201,6 +214,21 @@ class PairScan:
                 self._pairs[_pair(found[r], other)] = _distance(float(sims[r, c]))
 
 
+def _forget_locals(error: BaseException) -> None:
+    """Clear the local variables of a failed scan's frames, and of the errors chained to it:
+    they hold the index, which a scan kept in `_scans` must not (it would never go away).
+    The tracebacks keep their lines, for the log of the request that reports the error."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        pending += [exc.__cause__, exc.__context__]
+
+
 def _pair(a: str, b: str) -> tuple[str, str]:
     """A pair's key: the same whichever track was found first."""
     return (a, b) if a <= b else (b, a)
@@ -210,14 +238,24 @@ def _distance(similarity: float) -> float:
     return round(max(0.0, 1.0 - similarity), 6)
 
 
+# Each index's latest scan (see the module docstring).
+_scans: weakref.WeakKeyDictionary[ModelIndex, PairScan] = weakref.WeakKeyDictionary()
+
+
 def pair_scan(index: ModelIndex, threshold: float) -> PairScan:
     """The index's scan covering `threshold`, started now if there is none (or it is stale)."""
     with _starting:
-        scan = index.pair_scan
+        scan = _scans.get(index)
         if scan is None or scan.threshold < threshold or not scan.usable:
             scan = PairScan(index, max(threshold, SCAN_THRESHOLD)).start()
-            index.pair_scan = scan
+            _scans[index] = scan
         return scan
+
+
+def scan_of(index: ModelIndex) -> PairScan | None:
+    """The index's latest scan, if one was started (it starts none)."""
+    with _starting:
+        return _scans.get(index)
 
 
 def _pairs_from_scan(

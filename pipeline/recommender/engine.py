@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 from pipeline.config import QuerySettings
-from pipeline.errors import Unavailable
+from pipeline.errors import SonicbusError
 from pipeline.recommender import (
     alchemy,
     duplicates,
@@ -25,13 +25,13 @@ from pipeline.recommender import (
     similar,
     text_search,
 )
-from pipeline.recommender.common import Candidate, Outcome, QueryContext, QueryFailure
+from pipeline.recommender.common import Candidate, Outcome, QueryContext
 from pipeline.recommender.index import TrackInfo
 from pipeline.recommender.library import Library
+from pipeline.recommender.prompts import TextSupport
 from pipeline.recommender.seeds import SeedSource
-from pipeline.recommender.text_search import TextSupport
 from pipeline.schemas import SchemaError, parse_query_request
-from pipeline.schemas.queries import QueryError, QueryReply, QueryType, ScoredTrack
+from pipeline.schemas.queries import QueryReply, QueryType, ReplyError, ScoredTrack
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,16 @@ class QueryEngine:
         try:
             ctx.check_deadline()
             reply = self._reply(ctx, OPERATIONS[request.type](ctx))
-        except QueryFailure as failure:
-            reply = self._error(ctx, failure.to_error())
-        except Unavailable as exc:  # Milvus, Navidrome, model weights
-            reply = self._error(ctx, QueryError(code="unavailable", message=str(exc)[:4000]))
+        except SonicbusError as exc:  # a kind of pipeline.errors: its code is the reply's
+            reply = self._error(ctx, ReplyError(code=exc.code, message=str(exc)[:4000]))
         except Exception as exc:
             log.exception("query %s (%s) failed", request.request_id, request.type)
             message = f"{type(exc).__name__}: {exc}"[:4000]
-            reply = self._error(ctx, QueryError(code="internal", message=message))
+            reply = self._error(ctx, ReplyError(code="internal", message=message))
         reply.elapsed_ms = round((time.monotonic() - ctx.started) * 1000, 3)
         return reply
 
-    def _error(self, ctx: QueryContext, error: QueryError) -> QueryReply:
+    def _error(self, ctx: QueryContext, error: ReplyError) -> QueryReply:
         request = ctx.request
         return QueryReply(
             request_id=request.request_id,
@@ -159,5 +157,5 @@ def _invalid(request_id: str, kind: str | None, code: Any, message: str) -> Quer
         request_id=request_id,
         type=kind,
         ok=False,
-        error=QueryError(code=code, message=message[:4000]),
+        error=ReplyError(code=code, message=message[:4000]),
     )

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pipeline.errors import NotFound, Unavailable
 from pipeline.recommender.common import (
     Candidate,
     Outcome,
     QueryContext,
-    QueryFailure,
     warn_unknown,
     weighted_centroid,
 )
@@ -38,8 +38,7 @@ def fingerprint_seeds(ctx: QueryContext, now: datetime) -> dict[str, float]:
         ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
         return dict(ranked[: ctx.settings.seed_limit])
     if ctx.seeds is None:
-        raise QueryFailure(
-            "unavailable",
+        raise Unavailable(
             "fingerprint needs seeds in the request, or Navidrome's plays: configure "
             "navidrome.db_path (or navidrome.url, user and password)",
         )
@@ -48,7 +47,7 @@ def fingerprint_seeds(ctx: QueryContext, now: datetime) -> dict[str, float]:
         ctx.warn("no user_id: the fingerprint is of every user's plays together")
     seeds = top_plays(ctx.seeds.annotations(user), now, ctx.settings.seed_limit, half_life)
     if not seeds:
-        raise QueryFailure("not_found", f"user {user or '(all)'} has no plays to fingerprint")
+        raise NotFound(f"user {user or '(all)'} has no plays to fingerprint")
     return seeds
 
 
@@ -66,7 +65,7 @@ def run(ctx: QueryContext) -> Outcome:
         if centroid is not None:
             rankings[index.model] = index.search(centroid[None, :], pool, exclude)[0]
     if not rankings:
-        raise QueryFailure("not_found", "none of the fingerprint's tracks is embedded")
+        raise NotFound("none of the fingerprint's tracks is embedded")
     merged = merge(rankings, [i.model for i in indexes], "union")
     tracks = finish(ctx, indexes, merged, request_rules(ctx), avoid_ids=list(seeds))
     used = [Candidate(t, w) for t, w in seeds.items() if t not in unknown]

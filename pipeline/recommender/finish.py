@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.recommender.common import Candidate, QueryContext
-from pipeline.recommender.diversity import Avoid, SelectionRules, select
-from pipeline.recommender.duplicates import same_song_key
+from pipeline.recommender.diversity import Avoid, SelectionRules, same_song_key, select
 from pipeline.recommender.index import ModelIndex, TrackInfo
 
 DEFAULT_DUPLICATE_DISTANCE = 0.02

@@ -25,16 +25,13 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.recommender.batching import Batcher
-from pipeline.store import VectorStore, normalise
-
-if TYPE_CHECKING:
-    from pipeline.recommender.duplicates import PairScan
+from pipeline.store import StoredTrack, VectorStore, normalise
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +124,6 @@ class ModelIndex:
         self._z_cache: tuple[int, np.ndarray] | None = None
         self._changes: deque[tuple[int, frozenset[str]]] = deque()
         self._logged = 0  # ids in _changes
-        self.pair_scan: PairScan | None = None  # near-duplicate pairs, see duplicates.py
         self.batcher: Batcher[_Job, tuple[View, Any]] = Batcher(self._run_jobs)
 
     # -- loading and updates ------------------------------------------------
@@ -149,18 +145,18 @@ class ModelIndex:
             extra={"model": self.model},
         )
 
-    def upsert_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+    def upsert_rows(self, rows: Sequence[StoredTrack]) -> None:
         """Insert or replace rows as `VectorStore.get`/`iterate` return them."""
         if not rows:
             return
         vectors = None
         if self._vectors is not None:
-            vectors = normalise(np.stack([np.asarray(r["embedding"], np.float32) for r in rows]))
+            vectors = normalise(np.stack([np.asarray(r.vector, np.float32) for r in rows]))
         with self._lock:
             self._reserve(self._n + len(rows))
             positions = []
             for row in rows:
-                track_id = str(row["track_id"])
+                track_id = row.track_id
                 at = self._pos.get(track_id)
                 if at is None:
                     at = self._n
@@ -171,13 +167,12 @@ class ModelIndex:
                 elif not self._alive[at]:
                     self._dead -= 1
                 self._alive[at] = True
-                artist, title, album = (str(row.get(f) or "") for f in ("artist", "title", "album"))
-                self._info[at] = TrackInfo(track_id, artist, title, album)
-                self._set_tags(at, (row.get("extra") or {}).get("tags"))
+                self._info[at] = TrackInfo(track_id, row.artist, row.title, row.album)
+                self._set_tags(at, row.extra.get("tags"))
                 positions.append(at)
             if vectors is not None and self._vectors is not None:
                 self._vectors[positions] = vectors
-            self._changed(str(row["track_id"]) for row in rows)
+            self._changed(row.track_id for row in rows)
 
     def remove(self, track_ids: Iterable[str]) -> int:
         """Forget tracks (deleted from Milvus); returns how many were present."""
@@ -305,7 +300,7 @@ class ModelIndex:
                 return found, self._vectors[rows].copy()
         stored = self.store.get(self.collection, found, with_vectors=True)
         found = [t for t in found if t in stored]
-        matrix = np.stack([stored[t]["embedding"] for t in found]) if found else None
+        matrix = np.stack([stored[t].vector for t in found]) if found else None
         if matrix is None:
             return [], np.zeros((0, self.dim), np.float32)
         return found, normalise(matrix)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterable
 
 from pipeline.config import QuerySettings
+from pipeline.errors import NotFound
 from pipeline.recommender.index import ModelIndex
 from pipeline.schemas import EmbeddingEvent
 from pipeline.store import VectorStore
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-class NotEmbedded(LookupError):
+class NotEmbedded(NotFound):
     """A model the request names has no collection (nothing embedded with it yet)."""
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.recommender.common import Candidate, Outcome, QueryContext, QueryFailure
+from pipeline.errors import InvalidInput, NotFound
+from pipeline.recommender.common import Candidate, Outcome, QueryContext
 from pipeline.recommender.diversity import artist_key
 from pipeline.recommender.index import ModelIndex
 
@@ -44,11 +45,11 @@ def run(ctx: QueryContext) -> Outcome:
         ctx.warn(f"path travels through one model's space: {index.model}")
     start, end = request.start_track_id, request.end_track_id
     if start == end:
-        raise QueryFailure("invalid_request", "start_track_id and end_track_id are the same track")
+        raise InvalidInput("start_track_id and end_track_id are the same track")
     found, vectors = index.vectors([start, end])
     missing = [t for t in (start, end) if t not in found]
     if missing:
-        raise QueryFailure("not_found", f"not embedded with {index.model}: {', '.join(missing)}")
+        raise NotFound(f"not embedded with {index.model}: {', '.join(missing)}")
     a, b = vectors[found.index(start)], vectors[found.index(end)]
     steps = request.steps
     spherical = request.interpolation == "spherical"

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from pipeline.errors import InvalidInput, NotFound, Unavailable
 from pipeline.recommender.common import (
     Candidate,
     Outcome,
     QueryContext,
-    QueryFailure,
     warn_unknown,
     weighted_centroid,
 )
@@ -42,10 +42,10 @@ def run(ctx: QueryContext) -> Outcome:
     embeddings = usable_embeddings(ctx, indexes)
     if not plan.positive and not embeddings:
         if request.embeddings and not plan.positive:
-            raise QueryFailure("invalid_request", "no usable embedding: " + "; ".join(ctx.warnings))
+            raise InvalidInput("no usable embedding: " + "; ".join(ctx.warnings))
         if unknown or request.seeds or request.seed_mode != "explicit":
-            raise QueryFailure("not_found", "none of the seed tracks is embedded (or known)")
-        raise QueryFailure("invalid_request", "recommend needs seeds, embeddings or a seed_mode")
+            raise NotFound("none of the seed tracks is embedded (or known)")
+        raise InvalidInput("recommend needs seeds, embeddings or a seed_mode")
     penalty = request.penalty if request.penalty is not None else ctx.settings.penalty
     exclude = {*plan.positive, *plan.dislikes, *plan.exclude, *request.exclude_track_ids}
     pool = ctx.pool_size(len(indexes))
@@ -60,7 +60,7 @@ def run(ctx: QueryContext) -> Outcome:
         penalties = model_penalties(ctx, index, plan)
         rankings[index.model] = penalties.rescore(index, ranking, penalty)
     if not rankings:
-        raise QueryFailure("not_found", "no requested model has a vector for any seed")
+        raise NotFound("no requested model has a vector for any seed")
     agreement = request.min_model_agreement
     if agreement > len(rankings):
         ctx.warn(
@@ -83,8 +83,7 @@ def seed_plan(ctx: QueryContext) -> SeedPlan:
     plan = SeedPlan()
     if request.seed_mode != "explicit":
         if ctx.seeds is None:
-            raise QueryFailure(
-                "unavailable",
+            raise Unavailable(
                 f"seed_mode {request.seed_mode!r} reads Navidrome's plays, stars and ratings: "
                 "configure navidrome.db_path (or navidrome.url, user and password)",
             )
@@ -96,8 +95,7 @@ def seed_plan(ctx: QueryContext) -> SeedPlan:
             request.seed_mode, annotations, datetime.now(UTC), ctx.settings.seed_limit
         )
         if not plan.positive and not request.seeds and not request.embeddings:
-            raise QueryFailure(
-                "not_found",
+            raise NotFound(
                 f"user {user or '(all)'} has no plays, stars or ratings for seed mode "
                 f"{request.seed_mode!r}",
             )
@@ -147,6 +145,6 @@ def model_query(
 def model_penalties(ctx: QueryContext, index: ModelIndex, plan: SeedPlan) -> PenaltySet:
     """Dislike vectors in this model, plus the negative prompts in this model's terms."""
     _, dislikes = index.vectors(list(plan.dislikes))
-    prompts = ctx.text.penalties(ctx, index, list(ctx.request.negative_prompts))
+    prompts = ctx.text.penalties(index, list(ctx.request.negative_prompts), ctx.warn)
     vectors = dislikes if prompts.vectors is None else np.vstack([dislikes, prompts.vectors])
     return PenaltySet(vectors=vectors, tag_weights=prompts.tag_weights)

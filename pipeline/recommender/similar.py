@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from pipeline.recommender.common import Candidate, Outcome, QueryContext, QueryFailure
+from pipeline.errors import NotFound
+from pipeline.recommender.common import Candidate, Outcome, QueryContext
 from pipeline.recommender.diversity import artist_key
 from pipeline.recommender.finish import finish, request_rules
 from pipeline.recommender.index import ModelIndex
@@ -34,8 +35,7 @@ def run(ctx: QueryContext) -> Outcome:
         if found:
             rankings[index.model] = index.search(vectors, pool, exclude)[0]
     if not rankings:
-        raise QueryFailure(
-            "not_found",
+        raise NotFound(
             f"track {seed!r} is not embedded with {', '.join(i.model for i in indexes)} "
             "(unknown, removed, or not embedded yet)",
         )

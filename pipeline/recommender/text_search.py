@@ -1,4 +1,4 @@
-"""Prompts in each model's terms, and the `text` request.
+"""The `text` request: tracks for a prompt, in each model's terms (see `prompts.py`).
 
 Per model, a prompt becomes:
 - a search vector, for models with a text tower in their audio space (MuQ-MuLan);
@@ -13,87 +13,23 @@ Negative prompts penalise candidates the same way (see `penalties.py`).
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 
 import numpy as np
 
-from models.base import ManagedModel, ModelUnavailable
-from models.text import (
-    NATIVE_TEXT_MODELS,
-    MuqTextEncoder,
-    SentenceEncoder,
-    TagTextEncoder,
-)
-from pipeline.recommender.batching import Batcher
+from models.base import ModelUnavailable
+from models.text import NATIVE_TEXT_MODELS
+from pipeline.errors import Unavailable
 from pipeline.recommender.common import Outcome, QueryContext, weighted_centroid
 from pipeline.recommender.finish import finish, request_rules
 from pipeline.recommender.index import NEG_INF, ModelIndex
 from pipeline.recommender.merge import merge
-from pipeline.recommender.penalties import PenaltySet, prompt_directions
+from pipeline.recommender.penalties import prompt_directions
+from pipeline.recommender.prompts import TextSupport
 
 log = logging.getLogger(__name__)
 
 PROTOTYPE_TRACKS = 50  # best tag matches whose embeddings define "sounds like the prompt"
 RERANK_TRACKS = 2000  # best tag matches re-ranked with embedding similarity
-
-
-class TextSupport:
-    """The text encoders of one process, loaded on first use.
-
-    Built by `pipeline.wiring.text_support` from the settings, so the query
-    service and the HTTP service's /embed_text encode prompts the same way.
-    `load_model` builds a model by name (its native text tower is used).
-    """
-
-    def __init__(
-        self,
-        sentences: SentenceEncoder,
-        tag_temperature: float,
-        load_model: Callable[[str], ManagedModel],
-    ) -> None:
-        self.sentences = sentences
-        self.tags = TagTextEncoder(sentences, temperature=tag_temperature)
-        self._load_model = load_model
-        self._native: dict[str, MuqTextEncoder] = {}
-        self._lock = threading.Lock()
-        # Prompts of concurrent requests share a forward pass of the sentence model.
-        self._prompts: Batcher[str, np.ndarray] = Batcher(self.tags.weights_many)
-
-    def warm(self) -> None:
-        self.tags.tag_vectors()
-
-    def native(self, model: str) -> MuqTextEncoder:
-        """The model's own text tower; ModelUnavailable when its weights are not here."""
-        with self._lock:
-            if model not in self._native:
-                managed = self._load_model(model)
-                managed.model.model_version  # noqa: B018 - checks the weights folder now
-                self._native[model] = MuqTextEncoder(managed)
-            return self._native[model]
-
-    def tag_weights(self, prompts: list[str]) -> np.ndarray:
-        """[P, T] tag weights of the prompts (see models/text.py)."""
-        return np.stack([self._prompts.run(p) for p in prompts])
-
-    def penalties(self, ctx: QueryContext, index: ModelIndex, prompts: list[str]) -> PenaltySet:
-        """Negative prompts as penalising items in this model's space."""
-        if not prompts:
-            return PenaltySet()
-        if index.model in NATIVE_TEXT_MODELS:
-            try:
-                return PenaltySet(vectors=self.native(index.model).encode(prompts))
-            except ModelUnavailable as exc:
-                ctx.warn(f"negative prompts not applied with {index.model}: {exc}")
-                return PenaltySet()
-        if index.has_tags:
-            return PenaltySet(tag_weights=self.tag_weights(prompts))
-        ctx.warn(f"negative prompts not applied with {index.model}: it has no text support")
-        return PenaltySet()
-
-    def close(self) -> None:
-        for encoder in self._native.values():
-            encoder.close()
 
 
 def tag_ranking(
@@ -154,7 +90,7 @@ def run(ctx: QueryContext) -> Outcome:
         else:
             ctx.warn(f"{index.model} cannot answer text: no text tower and no tags")
             continue
-        penalties = text.penalties(ctx, index, list(request.negative_prompts))
+        penalties = text.penalties(index, list(request.negative_prompts), ctx.warn)
         rankings[index.model] = penalties.rescore(index, ranking, penalty)
     if not rankings:
         raise_no_text(ctx)
@@ -163,10 +99,7 @@ def run(ctx: QueryContext) -> Outcome:
 
 
 def raise_no_text(ctx: QueryContext) -> None:
-    from pipeline.recommender.common import QueryFailure
-
-    raise QueryFailure(
-        "unavailable",
+    raise Unavailable(
         "none of the requested models can answer text: "
         + "; ".join(ctx.warnings or ["use musicnn (tags) or muq (text tower)"]),
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
+from pipeline.errors import ReplyCode
 from pipeline.schemas.base import Record, SchemaError, describe_validation_error, utc_now
 
 MAX_LIMIT = 500
@@ -155,10 +156,14 @@ class DuplicatePair(BaseModel):
     distance: float = Field(description="Cosine distance, 1 - similarity.")
 
 
-class QueryError(BaseModel):
-    code: Literal[
-        "invalid_request", "unknown_type", "not_found", "unavailable", "timeout", "internal"
-    ]
+class ReplyError(BaseModel):
+    """Why a request got no answer: the wire form of an error (docs/wire-contract.md).
+
+    A model, not an exception: the exceptions are in `pipeline.errors`, whose
+    kinds carry the `code` that ends up here.
+    """
+
+    code: ReplyCode
     message: str = Field(max_length=4000)
 
 
@@ -174,7 +179,7 @@ class QueryReply(Record):
         default_factory=list, description="`duplicates`: the near-identical pairs."
     )
     warnings: list[str] = Field(default_factory=list)
-    error: QueryError | None = None
+    error: ReplyError | None = None
     elapsed_ms: float = 0.0
     answered_at: datetime = Field(default_factory=utc_now)
 

@@ -60,4 +60,9 @@ class TrackEvent(Record):
     fingerprint: Fingerprint | None = None
     segment: Segment | None = None
     navidrome_library_id: int | None = None
+    navidrome_pid: str | None = Field(
+        None,
+        description="Navidrome's persistent id (a hash of tags): with metadata.mbz_recording_id "
+        "a secondary key, to re-match tracks after Navidrome's database was rebuilt.",
+    )
     observed_at: datetime = Field(default_factory=utc_now)
