@@ -56,30 +56,10 @@ SCALAR_FIELDS = (
 )
 
 
-@dataclass
-class VectorRow:
-    """One track's vector and the metadata stored beside it, as it goes in."""
+@dataclass(kw_only=True)
+class TrackFields:
+    """The metadata stored beside every vector (a scalar field each, `extra` as JSON)."""
 
-    track_id: str
-    vector: Sequence[float] | np.ndarray
-    artist: str = ""
-    title: str = ""
-    album: str = ""
-    duration: float = 0.0
-    fingerprint: str = ""
-    model_version: str = ""
-    embedded_at: int = field(default_factory=lambda: int(time.time()))
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StoredTrack:
-    """One stored row, as `get` and `iterate` return it.
-
-    `vector` is the stored (unit, float32) vector when it was asked for, else None.
-    """
-
-    track_id: str
     artist: str = ""
     title: str = ""
     album: str = ""
@@ -88,6 +68,25 @@ class StoredTrack:
     model_version: str = ""
     embedded_at: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VectorRow(TrackFields):
+    """One track's vector and its metadata, as it goes in (stamped with the time now)."""
+
+    track_id: str
+    vector: Sequence[float] | np.ndarray
+    embedded_at: int = field(default_factory=lambda: int(time.time()), kw_only=True)
+
+
+@dataclass
+class StoredTrack(TrackFields):
+    """One stored row, as `get` and `iterate` return it.
+
+    `vector` is the stored (unit, float32) vector when it was asked for, else None.
+    """
+
+    track_id: str
     vector: np.ndarray | None = None
 
 
