@@ -14,6 +14,10 @@ virtualenv with TensorFlow (see its docstring).  One command does everything::
 
 or produce the reference yourself and pass ``--reference``.  The last line of
 output is one JSON object with the figures and the machine they came from.
+
+``--smoke`` (seconds): with a reference, the comparison at one timing repeat; without
+one (no TensorFlow here), the port alone on a 6 s clip, its outputs checked for shape and
+range, and the JSON says ``"tf_comparison": "skipped: ..."`` with no difference figures.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import smoke
 import soundfile as sf
+from machine import machine_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO_ROOT / "var" / "musicnn_parity"
@@ -99,24 +105,14 @@ def synthesize_music(seconds: float = 30.0, sr: int = 16000, seed: int = 2019080
     return (0.9 * out / np.max(np.abs(out))).astype(np.float32)
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    """Cores and CPU model, so the speed figures can be put in context."""
+def torch_machine_info(threads: int) -> dict[str, Any]:
+    """The machine, torch's version and threads, so the speed figures can be put in context."""
     import torch
 
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cores": os.cpu_count(),
-        "cpu_model": cpu_model,
+        **machine_info(),
         "torch": torch.__version__,
         "torch_threads": threads,
-        "python": platform.python_version(),
         # Other work on the machine slows the timings; this says how busy it was.
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
@@ -173,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
+    smoke.add_flag(parser)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.repeats = 1
 
     sys.path.insert(0, str(REPO_ROOT))
     import torch
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     torch.set_num_threads(args.threads)
-    if not args.audio.exists():
+    if not args.audio.exists() and (args.tf_python or not args.smoke):
         args.audio.parent.mkdir(parents=True, exist_ok=True)
         sf.write(args.audio, synthesize_music(sr=SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
         print(f"wrote synthetic audio to {args.audio}")
@@ -199,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         print("running:", " ".join(command))
         subprocess.run(command, check=True)
+    if args.smoke and not (args.reference.exists() and args.audio.exists()):
+        return port_only(args)
     if not args.reference.exists():
         raise SystemExit(
             f"{args.reference} missing: run bench/musicnn_parity_tf.py in a TensorFlow venv "
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         pooled = model.features(torch.from_numpy(tf_patches)).numpy().reshape(-1, 753, 2)
 
     result: dict[str, Any] = {
+        "bench": "musicnn_parity",
+        "smoke": args.smoke,
+        "tf_comparison": "done",
         "max_abs_diff_embedding": _max_abs(embedding, reference["penultimate"]),
         "max_abs_diff_tags": _max_abs(tags, reference["taggram"]),
         "max_abs_diff_patches": _max_abs(patches, tf_patches),
@@ -234,17 +238,64 @@ def main(argv: list[str] | None = None) -> int:
         "reference": {k: meta[k] for k in ("tensorflow", "numpy", "librosa", "stft_pad_mode")},
         "top_tags": [str(reference["labels"][i]) for i in np.argsort(-tags.mean(0))[:5]],
     }
+    result["target"] = {"max_abs_diff_embedding": TOLERANCE, "max_abs_diff_tags": TOLERANCE}
     result["within_tolerance"] = (
         result["max_abs_diff_embedding"] < TOLERANCE and result["max_abs_diff_tags"] < TOLERANCE
     )
     if args.speed:
         result["speed"] = measure_speed(model, patches, audio, args.batch_size, args.repeats)
-    result["machine"] = machine_info(args.threads)
+    result["machine"] = torch_machine_info(args.threads)
     for key, value in result.items():
         if key.startswith("max_abs_diff"):
             print(f"{key:40s} {value:.3e}")
     print(json.dumps(result))
     return 0 if result["within_tolerance"] else 1
+
+
+def port_only(args: argparse.Namespace) -> int:
+    """--smoke without a TF reference: run the port on a short clip and check its outputs;
+    nothing is compared, so no difference figure is printed."""
+    from models.musicnn_net import (
+        SAMPLE_RATE,
+        load_pretrained_musicnn,
+        musicnn_patches,
+        run_musicnn,
+    )
+
+    audio = synthesize_music(seconds=6.0, sr=SAMPLE_RATE)
+    with tempfile.TemporaryDirectory() as scratch:  # through a file, as the real run reads it
+        path = Path(scratch) / "clip.wav"
+        sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+        audio, _ = sf.read(path, dtype="float32")
+    patches = musicnn_patches(audio)
+    model = load_pretrained_musicnn()
+    tags, embedding = run_musicnn(model, patches, batch_size=args.batch_size)
+    checks = {
+        "embedding_shape": list(embedding.shape),
+        "tags_shape": list(tags.shape),
+        "finite": bool(np.isfinite(embedding).all() and np.isfinite(tags).all()),
+        "tags_in_0_1": bool(((tags >= 0) & (tags <= 1)).all()),
+    }
+    ok = (
+        embedding.shape == (patches.shape[0], 200)
+        and tags.shape == (patches.shape[0], 50)
+        and checks["finite"]
+        and checks["tags_in_0_1"]
+    )
+    result: dict[str, Any] = {
+        "bench": "musicnn_parity",
+        "smoke": True,
+        "tf_comparison": f"skipped: no TensorFlow reference at {args.reference} (it comes from "
+        "bench/musicnn_parity_tf.py in a TensorFlow venv: pass --tf-python)",
+        "port_checks": checks,
+        "n_patches": int(patches.shape[0]),
+        "target": {"max_abs_diff_embedding": TOLERANCE, "max_abs_diff_tags": TOLERANCE},
+    }
+    if args.speed:
+        result["speed"] = measure_speed(model, patches, audio, args.batch_size, args.repeats)
+    result["machine"] = torch_machine_info(args.threads)
+    print(json.dumps(result))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ Shims, none of which touch the math:
   behaviour) can run on numpy 1.26.
 * ``Saver.restore`` is wrapped to record success, because the extractor swallows
   restore errors for MSD_musicnn and would silently run random weights.
+
+``--smoke`` (no ``--audio``/``--out``) checks what it can in seconds: the wheel unpacks
+and holds the extractor and the model's checkpoint; with TensorFlow importable it also
+runs the original on a 4 s clip. Without TensorFlow (the project venv) its JSON line says
+``"tf_comparison": "skipped: ..."``; it never prints a figure it did not measure.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import smoke
+from machine import machine_info
 
 WHEEL_NAME = "musicnn-0.1.0-py3-none-any.whl"
 
@@ -132,11 +139,16 @@ def run_original(audio: Path, model: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the original model, save the .npz and print its metadata."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--audio", type=Path, required=True, help="audio file to analyse")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the .npz")
+    parser.add_argument("--audio", type=Path, help="audio file to analyse (required)")
+    parser.add_argument("--out", type=Path, help="where to write the .npz (required)")
     parser.add_argument("--wheel", type=Path, default=default_wheel(), help="musicnn wheel")
     parser.add_argument("--model", default="MSD_musicnn")
+    smoke.add_flag(parser)
     args = parser.parse_args(argv)
+    if args.smoke:
+        return smoke_check(args.wheel, args.model)
+    if args.audio is None or args.out is None:
+        parser.error("--audio and --out are required")
 
     if not args.wheel.is_file():
         raise SystemExit(
@@ -158,6 +170,46 @@ def main(argv: list[str] | None = None) -> int:
     np.savez(args.out, meta=json.dumps(meta), **result)
     print(json.dumps(meta))
     return 0
+
+
+def smoke_check(wheel: Path, model: str) -> int:
+    """--smoke: the wheel unpacks and holds the extractor and the model's checkpoint; with
+    TensorFlow importable, the original runs on a 4 s clip. One JSON line; 0 when all ran."""
+    result: dict[str, Any] = {"bench": "musicnn_parity_tf", "smoke": True, "wheel": str(wheel)}
+    ok = wheel.is_file()
+    if not ok:
+        result["error"] = "wheel not found: `python -m pip download --no-deps musicnn==0.1.0`"
+    else:
+        with tempfile.TemporaryDirectory(prefix="musicnn_tf_") as tmp:
+            unpack_musicnn(wheel, Path(tmp))
+            needed = ["extractor.py", "configuration.py", f"{model}/.index", f"{model}/.meta"]
+            missing = [name for name in needed if not (Path(tmp) / "musicnn" / name).is_file()]
+            result["wheel_missing_files"] = missing
+            ok = not missing
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:
+                result["tf_comparison"] = (
+                    f"skipped: TensorFlow is not installed in {sys.executable}; run this script "
+                    "in a TensorFlow venv (see its docstring) for the reference outputs"
+                )
+            else:
+                import soundfile
+
+                clip = Path(tmp) / "clip.wav"
+                t = np.arange(4 * 16000) / 16000
+                soundfile.write(clip, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+                sys.path.insert(0, tmp)
+                outputs = run_original(clip, model)
+                result["tf_comparison"] = "ran the original on a 4 s clip (nothing compared)"
+                result["taggram_shape"] = list(outputs["taggram"].shape)
+                result["penultimate_shape"] = list(outputs["penultimate"].shape)
+                result["reference_meta"] = outputs["meta"]
+    # The outputs are the reference bench/musicnn_parity.py compares the port against.
+    result["target"] = {"port_max_abs_diff": 1e-3}
+    result["machine"] = machine_info()
+    print(json.dumps(result))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

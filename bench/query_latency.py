@@ -20,6 +20,7 @@ What it does, in order:
 Prints p50/p95/p99 per phase on stderr and ends with ONE JSON line.
 
 Usage: .venv/bin/python bench/query_latency.py [--tracks 50000] [--requests 200] [--replicas 1]
+       [--smoke]
 (BENCH_LOG_LEVEL=INFO shows the service's log, e.g. how many searches shared a product.)
 """
 
@@ -43,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import smoke
 from machine import machine_info
 
 from models.musicnn_net import MSD_TAGS
@@ -110,15 +112,22 @@ def log(message: str) -> None:
 
 
 def bench_settings(
-    prefix: str, home: Path, tracks: int, threads: int = 8, server: bool = False
+    prefix: str,
+    home: Path,
+    tracks: int,
+    threads: int = 8,
+    server: bool = False,
+    ports: tuple[int, int] = (KAFKA_PORT, MILVUS_PORT),
 ) -> Settings:
-    """`server`: the embedded Milvus server (several query processes), else Milvus Lite."""
-    uri = f"http://127.0.0.1:{MILVUS_PORT}" if server else str(home / f"milvus-{tracks}.db")
+    """`server`: the embedded Milvus server (several query processes), else Milvus Lite.
+    `ports`: the broker's and the Milvus server's."""
+    kafka_port, milvus_port = ports
+    uri = f"http://127.0.0.1:{milvus_port}" if server else str(home / f"milvus-{tracks}.db")
     return Settings(
         home=home,
-        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT),
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{kafka_port}", local_port=kafka_port),
         topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=6),
-        milvus=MilvusSettings(uri=uri, local_port=MILVUS_PORT),
+        milvus=MilvusSettings(uri=uri, local_port=milvus_port),
         query=QuerySettings(threads=threads, workers=max(threads, 8)),
     )
 
@@ -252,7 +261,9 @@ async def measure(
     clients_n: int,
     phases: list[str],
     replicas: int = 1,
+    smoke_run: bool = False,
 ) -> dict[str, Any]:
+    """`smoke_run`: one warm-up request per client, and no waiting for the service to be fast."""
     replies = settings.topics.replies
     reply_topics = [f"{replies}.bench{i}" for i in range(clients_n)]
     from aiokafka.admin import NewTopic
@@ -312,19 +323,21 @@ async def measure(
                     probe = {"type": "text", "request_id": uuid.uuid4().hex, "prompt": "warm"}
                     probes += [three(0), probe]
                 replies = [await clients[0].ask(r, timeout=300) for r in probes]
-                if all(r.ok for r in replies) and time.perf_counter() - started < 0.5 * replicas:
+                fast = time.perf_counter() - started < 0.5 * replicas
+                if all(r.ok for r in replies) and (fast or smoke_run):
                     break
                 await asyncio.sleep(1)
-        await asyncio.sleep(3)
-        warmup = 10
+        await asyncio.sleep(0 if smoke_run else 3)
+        warmup = 1 if smoke_run else 10
+        texts = requests if smoke_run else max(requests // 2, 20)
         results = {}
         for name, make, count, senders in (
             ("single_model", single, requests, clients),
             ("three_models", three, requests, clients),
-            ("text", text, max(requests // 2, 20), clients),
+            ("text", text, texts, clients),
             # One client alone: the round trip without queueing behind the other seven.
             ("single_model_1_client", single, requests, clients[:1]),
-            ("text_1_client", text, max(requests // 2, 20), clients[:1]),
+            ("text_1_client", text, texts, clients[:1]),
         ):
             if name not in phases:
                 continue
@@ -374,15 +387,20 @@ def main() -> None:
         help="Subset of the phases.",
     )
     parser.add_argument("--home", type=Path, default=HOME, help="Broker data and Milvus Lite file.")
+    smoke.add_flag(parser)
     args = parser.parse_args()
+    ports = (KAFKA_PORT, MILVUS_PORT)
+    if args.smoke:
+        args.tracks, args.requests, args.clients, args.threads = 300, 3, 2, 2
+        args.replicas, args.home, ports = 1, smoke.HOME, (smoke.KAFKA_PORT, smoke.MILVUS_PORT)
 
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     args.home.mkdir(parents=True, exist_ok=True)
     server = args.replicas > 1
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = bench_settings(prefix, args.home, args.tracks, args.threads, server)
+    settings = bench_settings(prefix, args.home, args.tracks, args.threads, server, ports)
     infra.start_kafka(settings)
-    milvus_was_running = infra.port_open(MILVUS_PORT)
+    milvus_was_running = infra.port_open(ports[1])
     if server:
         infra.start_milvus_server(settings)
     asyncio.run(ensure_topics(settings.kafka, settings.topics))
@@ -394,7 +412,15 @@ def main() -> None:
     services = [start_service(settings) for _ in range(args.replicas)]
     try:
         results = asyncio.run(
-            measure(settings, args.tracks, args.requests, args.clients, args.phases, args.replicas)
+            measure(
+                settings,
+                args.tracks,
+                args.requests,
+                args.clients,
+                args.phases,
+                args.replicas,
+                args.smoke,
+            )
         )
     finally:
         for service in services:
@@ -416,6 +442,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "query_latency",
+                "smoke": args.smoke,
                 "tracks": args.tracks,
                 "clients": args.clients,
                 "query_replicas": args.replicas,
@@ -431,6 +458,9 @@ def main() -> None:
             }
         )
     )
+    failed = [name for name, figures in results.items() if figures["errors"]]
+    if failed:
+        raise SystemExit(f"requests failed in {', '.join(failed)}")
 
 
 if __name__ == "__main__":

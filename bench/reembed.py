@@ -11,7 +11,7 @@ reports the replay's throughput and compares the ETA shown when progress
 first reached 10 % with the time the replay really took from there (target:
 within +-20 %). Ends with one JSON line.
 Usage: .venv/bin/python bench/reembed.py [--tracks N] [--batch B] [--warmup N] [--samples]
-       [--keep-broker]
+       [--keep-broker] [--smoke]
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 
+import smoke  # noqa: E402
+from corpus import publish, write_tracks  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 from pipeline import infra  # noqa: E402
-from pipeline.bus import make_producer  # noqa: E402
 from pipeline.config import EmbedSettings, KafkaSettings, Settings, TopicSettings  # noqa: E402
 from pipeline.consumers.embedder import run_embedder  # noqa: E402
 from pipeline.logs import setup_logging  # noqa: E402
@@ -43,7 +44,6 @@ from pipeline.ops.progress import ReplayRate, finish_replay, replay_progress  # 
 from pipeline.ops.replay import start_replay  # noqa: E402
 from pipeline.store import VectorStore  # noqa: E402
 from pipeline.topics import ensure_topics  # noqa: E402
-from tests.test_embed_musicnn import track_event, write_song  # noqa: E402
 
 BENCH_HOME = Path("/tmp/sonicbus-bench-r")
 KAFKA_PORT = 39692
@@ -51,21 +51,10 @@ TARGET_ETA_ERROR = 0.20
 
 
 async def publish_library(settings: Settings, folder: Path, count: int, seed: int) -> None:
+    """`count` songs of 1-3 s (lengths shuffled), written to `folder` and published."""
     rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    producer = make_producer(settings.kafka, role="bench")
-    await producer.start()
-    try:
-        for i in range(count):
-            path = folder / f"song{i:05d}.wav"
-            write_song(path, seconds=rng.uniform(1.0, 3.0), seed=seed * 100_000 + i)
-            event = track_event(path, f"b{i:05d}")
-            await producer.send(
-                settings.topics.tracks, event.to_bytes(), key=event.track_id.encode()
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
+    lengths = [rng.uniform(1.0, 3.0) for _ in range(count)]
+    await publish(settings, write_tracks(folder / f"seed{seed}", lengths, seed=seed))
 
 
 async def follow_replay(settings: Settings, store: VectorStore) -> dict:
@@ -125,22 +114,27 @@ async def main() -> None:
     )
     parser.add_argument("--samples", action="store_true", help="Print every progress sample.")
     parser.add_argument("--keep-broker", action="store_true", help="Leave the bench broker up.")
+    smoke.add_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.tracks, args.batch, args.warmup = 12, 4, 0
+    home, port = (smoke.HOME, smoke.KAFKA_PORT) if args.smoke else (BENCH_HOME, KAFKA_PORT)
     setup_logging("WARNING", "console")  # also quiets Milvus Lite's gRPC tracebacks
     load_before = os.getloadavg()[0]
 
     run = uuid.uuid4().hex[:6]
     settings = Settings(
-        home=BENCH_HOME,
-        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", local_port=KAFKA_PORT),
+        home=home,
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", local_port=port),
         topics=TopicSettings(prefix=f"bench{run}.", group_prefix=f"bench{run}.", partitions=3),
         embed=EmbedSettings(batch_tracks=args.batch, idle_unload_s=0, device="cpu"),
     )
-    BENCH_HOME.mkdir(parents=True, exist_ok=True)
-    started_broker = not infra.port_open(KAFKA_PORT)
-    print(f"broker 127.0.0.1:{KAFKA_PORT} ({'starting' if started_broker else 'reusing'})")
+    home.mkdir(parents=True, exist_ok=True)
+    started_broker = not infra.port_open(port)
+    print(f"broker 127.0.0.1:{port} ({'starting' if started_broker else 'reusing'})")
     infra.start_kafka(settings)
-    database = BENCH_HOME / f"milvus-{run}.db"
+    database = home / f"milvus-{run}.db"
+    music = home / f"music-{run}"
     try:
         store = VectorStore(settings.milvus, str(database))
         try:
@@ -150,17 +144,17 @@ async def main() -> None:
                 )
                 warm = settings.model_copy(update={"topics": warm_topics})
                 await ensure_topics(warm.kafka, warm.topics)
-                await publish_library(warm, BENCH_HOME / f"music-{run}", args.warmup, seed=3)
+                await publish_library(warm, music, args.warmup, seed=3)
                 await follow_replay(warm, store)
                 print(f"warm-up replay of {args.warmup} tracks done", flush=True)
             await ensure_topics(settings.kafka, settings.topics)
             print(f"writing and publishing {args.tracks} tracks ...", flush=True)
-            await publish_library(settings, BENCH_HOME / f"music-{run}", args.tracks, seed=7)
+            await publish_library(settings, music, args.tracks, seed=7)
             figures = await follow_replay(settings, store)
         finally:
             store.close()
     finally:
-        shutil.rmtree(BENCH_HOME / f"music-{run}", ignore_errors=True)
+        shutil.rmtree(music, ignore_errors=True)
         shutil.rmtree(database, ignore_errors=True)  # Milvus Lite keeps a folder
         if started_broker and not args.keep_broker:
             infra.stop_kafka(settings)
@@ -177,10 +171,12 @@ async def main() -> None:
     )
     result = {
         "bench": "reembed",
+        "smoke": args.smoke,
         **figures,
         "batch_tracks": args.batch,
         "warmup_tracks": args.warmup,
         "milvus": "lite",
+        "target": {"eta_error_pct_at_most": round(100 * TARGET_ETA_ERROR)},
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": machine_info(),
     }

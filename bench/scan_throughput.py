@@ -6,7 +6,7 @@ fingerprints, id resolution and publishing every TrackEvent to Kafka (acks=all).
 The broker is the local one `sonicbus infra up` uses, on a bench port; it is
 started if needed and stopped again if this script started it.
 
-    .venv/bin/python bench/scan_throughput.py [--files N] [--keep-broker]
+    .venv/bin/python bench/scan_throughput.py [--files N] [--keep-broker] [--smoke]
 
 The last line printed is one JSON object with the figure.
 """
@@ -17,12 +17,17 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import smoke
+from machine import machine_info
 
 from pipeline import infra
 from pipeline.bus import make_admin, make_producer
@@ -38,12 +43,12 @@ TARGET_FILES_PER_S = 500
 FORMATS = ("flac", "mp3", "ogg", "wav")
 
 
-def bench_settings() -> Settings:
+def bench_settings(home: Path, port: int) -> Settings:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     return Settings(
-        home=BENCH_HOME,
+        home=home,
         kafka=KafkaSettings(
-            bootstrap_servers=f"127.0.0.1:{BENCH_PORT}", local_port=BENCH_PORT, local_heap="512m"
+            bootstrap_servers=f"127.0.0.1:{port}", local_port=port, local_heap="512m"
         ),
         topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=6),
     )
@@ -73,18 +78,6 @@ def generate_library(root: Path, count: int) -> None:
                 genre="Bench",
             ),
         )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 async def timed_scan(settings: Settings, root: Path) -> tuple[float, float, int]:
@@ -121,12 +114,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--keep-broker", action="store_true", help="Leave the bench broker up.")
+    smoke.add_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.files = 40
+    home, port = (smoke.HOME, smoke.KAFKA_PORT) if args.smoke else (BENCH_HOME, BENCH_PORT)
     logging.basicConfig(level=logging.WARNING)
 
-    settings = bench_settings()
-    started_broker = not infra.port_open(BENCH_PORT)
-    print(f"broker 127.0.0.1:{BENCH_PORT} ({'starting' if started_broker else 'reusing'})")
+    settings = bench_settings(home, port)
+    started_broker = not infra.port_open(port)
+    print(f"broker 127.0.0.1:{port} ({'starting' if started_broker else 'reusing'})")
     infra.start_kafka(settings)
     workdir = Path(tempfile.mkdtemp(prefix="sonicbus-bench-"))
     try:
@@ -146,10 +143,12 @@ def main() -> None:
     )
     result = {
         "bench": "scan_throughput",
+        "smoke": args.smoke,
         "files": published,
         "files_per_s": round(rate, 1),
-        "target_files_per_s": TARGET_FILES_PER_S,
-        "machine": {"cores": os.cpu_count(), "cpu_model": cpu_model(), "gpu": None},
+        "rescan_files_per_s": round(published / rescan, 1),
+        "target": {"files_per_s": TARGET_FILES_PER_S},
+        "machine": machine_info(),
     }
     print(json.dumps(result))
 

@@ -2,7 +2,7 @@
 
 The foundation target: a search issued immediately after inserting 20k vectors
 of dim 600 answers in under 100 ms. Starts (or reuses) the embedded Milvus
-server on a bench port. Usage: .venv/bin/python bench/store_search.py [--rows N]
+server on a bench port. Usage: .venv/bin/python bench/store_search.py [--rows N] [--smoke]
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import smoke
 from machine import machine_info
 
 from pipeline import infra
@@ -71,7 +73,11 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=600)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--skip-server", action="store_true")
+    smoke.add_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.queries = 2000, 10
+    home, port = (smoke.HOME, smoke.MILVUS_PORT) if args.smoke else (BENCH_HOME, MILVUS_PORT)
 
     vectors = np.random.default_rng(1).random((args.rows, args.dim), dtype=np.float32)
     results = {}
@@ -80,9 +86,11 @@ def main() -> None:
         results["milvus_lite"] = measure(lite, vectors, args.queries)
         lite.close()
     if not args.skip_server:
-        settings = Settings(home=BENCH_HOME, milvus=MilvusSettings(local_port=MILVUS_PORT))
+        # A collection of its own: the server may be shared (the tests' one, with --smoke).
+        milvus = MilvusSettings(local_port=port, collection_prefix=f"bench{uuid.uuid4().hex[:6]}_")
+        settings = Settings(home=home, milvus=milvus)
         infra.start_milvus_server(settings)
-        server = VectorStore(settings.milvus, f"http://127.0.0.1:{MILVUS_PORT}")
+        server = VectorStore(settings.milvus, f"http://127.0.0.1:{port}")
         results["milvus_server_hnsw"] = measure(server, vectors, args.queries)
         server.close()
     for name, figures in results.items():
@@ -91,6 +99,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "store_search",
+                "smoke": args.smoke,
                 "rows": args.rows,
                 "dim": args.dim,
                 "queries": args.queries,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pipeline.bus import make_admin, make_consumer
+from pipeline.bus import make_consumer
 from pipeline.config import Settings
 from pipeline.consumers.worker import (
     Backoff,
@@ -17,22 +17,7 @@ from pipeline.consumers.worker import (
 )
 from pipeline.schemas import DeadLetter, TrackEvent
 from pipeline.topics import list_topics, topic_config
-
-
-async def drain(settings: Settings, topic: str, expected: int, timeout: float = 20.0) -> list:
-    """Read `expected` records from the start of a topic (no group, no commits)."""
-    consumer = make_consumer(settings.kafka, topic, group_id=None, role="test-reader")
-    await consumer.start()
-    records: list = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(records) < expected:
-                batch = await consumer.getmany(timeout_ms=200)
-                for partition_records in batch.values():
-                    records.extend(partition_records)
-    finally:
-        await consumer.stop()
-    return records
+from tests.fixtures.bus import committed_offsets, drain
 
 
 def track(track_id: str) -> TrackEvent:
@@ -92,12 +77,7 @@ async def run_until(worker: BatchWorker, condition, timeout: float = 30.0) -> No
 
 async def committed(settings: Settings, group: str) -> int:
     """Total committed offsets of a group on the tracks topic (as the broker reports)."""
-    admin = make_admin(settings.kafka)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
+    offsets = await committed_offsets(settings, group)
     return sum(o.offset for tp, o in offsets.items() if tp.topic == settings.topics.tracks)
 
 

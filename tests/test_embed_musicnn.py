@@ -12,55 +12,20 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from pipeline.config import EmbedSettings, MilvusSettings, Settings
 from pipeline.consumers.embedder import run_embedder
-from pipeline.schemas import DeadLetter, EmbeddingEvent, TrackEvent
+from pipeline.schemas import DeadLetter, EmbeddingEvent
 from pipeline.store import VectorStore
 from pipeline.topics import embed_group
-from tests.test_bus_kafka import drain
-
-SR = 22050
-
-
-def write_song(path: Path, seconds: float, seed: int) -> None:
-    """A few seconds of 'music': a chord with a beat and some noise, seeded per song."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    freqs = rng.uniform(110, 880, size=3)
-    tone = sum(np.sin(2 * np.pi * f * t) for f in freqs) / 3
-    beat = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > 0.9).astype(float)
-    audio = 0.4 * tone + 0.3 * beat * rng.normal(size=t.size) + 0.02 * rng.normal(size=t.size)
-    sf.write(path, audio.astype(np.float32), SR)
-
-
-def track_event(path: Path, track_id: str) -> TrackEvent:
-    stat = path.stat()
-    return TrackEvent(
-        track_id=track_id,
-        path=str(path),
-        metadata={"title": track_id, "artist": f"artist of {track_id}", "duration_s": 6.0},
-        fingerprint={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fast_hash": "h"},
-    )
-
-
-async def publish(producer, settings: Settings, events: list[TrackEvent]) -> None:
-    for event in events:
-        await producer.send_and_wait(
-            settings.topics.tracks, event.to_bytes(), key=event.track_id.encode()
-        )
-
-
-async def wait_for(condition, timeout: float = 90.0, interval: float = 0.3) -> None:
-    async with asyncio.timeout(timeout):
-        while not await asyncio.to_thread(condition):
-            await asyncio.sleep(interval)
+from tests.fixtures.audio import track_event, write_song
+from tests.fixtures.bus import committed_offsets, drain, drain_available, publish
+from tests.fixtures.cli import cli_env, sonicbus_command
+from tests.fixtures.services import base_settings, wait_for
 
 
 @pytest.fixture
@@ -100,12 +65,12 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
         rows = lite_store.get(collection, [f"t{i}" for i in range(4)], with_vectors=True)
         assert sorted(rows) == ["t0", "t1", "t2", "t3"]
         for row in rows.values():
-            assert row["embedding"].shape == (600,)
-            assert np.isfinite(row["embedding"]).all()
-            assert len(row["extra"]["tags"]) == 50
-            assert all(0.0 <= p <= 1.0 for p in row["extra"]["tags"])
-            assert row["model_version"].startswith("musicnn-msd-")
-        assert rows["t2"]["artist"] == "artist of t2"
+            assert row.vector is not None and row.vector.shape == (600,)
+            assert np.isfinite(row.vector).all()
+            assert len(row.extra["tags"]) == 50
+            assert all(0.0 <= p <= 1.0 for p in row.extra["tags"])
+            assert row.model_version.startswith("musicnn-msd-")
+        assert rows["t2"].artist == "artist of t2"
 
         # Republishing unchanged tracks skips them; a tombstone removes one; the same
         # recording under another name is reported as a near-duplicate.
@@ -147,17 +112,15 @@ async def test_sigkill_mid_batch_loses_nothing(
     expected = {f"c{i:02d}" for i in range(12)}
     await publish(producer, settings, [track_event(p, f"c{i:02d}") for i, p in enumerate(paths)])
 
-    env = {
-        **os.environ,
-        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "SONICBUS_TOPICS__PREFIX": settings.topics.prefix,
-        "SONICBUS_MILVUS__URI": milvus_server,
-        "SONICBUS_MILVUS__COLLECTION_PREFIX": prefix,
-        "SONICBUS_EMBED__BATCH_TRACKS": "2",
-        "SONICBUS_EMBED__DEVICE": "cpu",
-        "SONICBUS_HOME": str(tmp_path / "home"),
-    }
-    command = [sys.executable, "-m", "pipeline.cli", "embed", "--model", "musicnn"]
+    env = cli_env(
+        settings,
+        SONICBUS_MILVUS__URI=milvus_server,
+        SONICBUS_MILVUS__COLLECTION_PREFIX=prefix,
+        SONICBUS_EMBED__BATCH_TRACKS="2",
+        SONICBUS_EMBED__DEVICE="cpu",
+        SONICBUS_HOME=str(tmp_path / "home"),
+    )
+    command = sonicbus_command("embed", "--model", "musicnn")
     store = VectorStore(MilvusSettings(collection_prefix=prefix), milvus_server)
     collection = store.collection_name("musicnn")
 
@@ -215,22 +178,10 @@ async def test_wrong_model_weights_stop_the_consumer_before_it_reads_anything(
     assert not lite_store.has_collection(lite_store.collection_name("musicnn"))
 
 
-async def committed_offsets(settings: Settings, group: str) -> dict:
-    from pipeline.bus import make_admin
-
-    admin = make_admin(settings.kafka)
-    await admin.start()
-    try:
-        return await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-
-
 async def test_milvus_going_down_pauses_the_consumer_and_loses_nothing(
     embed_settings: Settings, producer, milvus_server: str, tmp_path: Path
 ) -> None:
     from pipeline import infra
-    from tests.conftest import base_settings
 
     settings = embed_settings
     prefix = f"down_{settings.topics.prefix.strip('.')}_"
@@ -271,16 +222,3 @@ async def test_milvus_going_down_pauses_the_consumer_and_loses_nothing(
         observer.drop_collection(collection)
         store.close()
         observer.close()
-
-
-async def drain_available(settings: Settings, topic: str) -> list:
-    """Everything on a topic right now (no waiting for a count)."""
-    from pipeline.bus import make_consumer
-
-    consumer = make_consumer(settings.kafka, topic, group_id=None, role="test-reader")
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=2000)
-        return [r for records in batch.values() for r in records]
-    finally:
-        await consumer.stop()

@@ -28,9 +28,10 @@ from pipeline.consumers.embedder import run_embedder
 from pipeline.schemas import EmbeddingEvent
 from pipeline.store import VectorStore
 from pipeline.wiring import model_options
-from tests.test_bus_kafka import drain
-from tests.test_embed_musicnn import publish, track_event, wait_for, write_song
-from tests.tiny_models import write_tiny_mert, write_tiny_muq, write_tiny_music2latent
+from tests.fixtures.audio import track_event, write_song
+from tests.fixtures.bus import drain, publish
+from tests.fixtures.models import write_tiny_mert, write_tiny_muq, write_tiny_music2latent
+from tests.fixtures.services import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,7 +122,7 @@ async def test_random_init_model_embeds_through_the_consumer(
         ids = [e.track_id for e in events]
         rows = lite_store.get(collection, ids, with_vectors=True)
         assert sorted(rows) == ids
-        vectors = np.stack([np.asarray(rows[i]["embedding"], dtype=np.float32) for i in ids])
+        vectors = np.stack([np.asarray(rows[i].vector, dtype=np.float32) for i in ids])
         assert vectors.shape == (TRACKS, dim)
         assert np.isfinite(vectors).all()
         assert (np.abs(vectors).max(axis=1) > 0).all()
@@ -130,14 +131,14 @@ async def test_random_init_model_embeds_through_the_consumer(
                 assert not np.allclose(vectors[a], vectors[b], atol=1e-4), (ids[a], ids[b])
         for event in events:
             row = rows[event.track_id]
-            assert row["model_version"] == expected_version
-            assert row["extra"]["path"] == event.path
-            assert row["title"] == event.track_id
+            assert row.model_version == expected_version
+            assert row.extra["path"] == event.path
+            assert row.title == event.track_id
         if model == "muq":  # one 10 s clip per track: the stored latent is a unit vector
             np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-            assert [rows[i]["extra"]["clips"] for i in ids] == [1] * TRACKS
+            assert [rows[i].extra["clips"] for i in ids] == [1] * TRACKS
         if model == "mert":
-            assert [rows[i]["extra"]["layers"] for i in ids] == [[0, 2]] * TRACKS
+            assert [rows[i].extra["layers"] for i in ids] == [[0, 2]] * TRACKS
 
         emitted = [
             EmbeddingEvent.from_bytes(r.value)

@@ -12,7 +12,7 @@ import pytest
 from mutagen.asf import ASFDWordAttribute, ASFTags, ASFUnicodeAttribute
 from mutagen.mp4 import MP4FreeForm, MP4Tags
 
-from pipeline.producers import library
+from pipeline.producers import music_folder
 from pipeline.producers.audiofiles import (
     IngestError,
     base_track_id,
@@ -24,25 +24,13 @@ from pipeline.producers.audiofiles import (
 from pipeline.producers.cue import CueError, decode_cue, parse_cue, segments, tracks_for
 from pipeline.producers.music_folder import Candidate, Problem, events_for, inspect, walk
 from pipeline.producers.samplefiles import write_tagged_audio
-from pipeline.schemas import TrackMetadata
+from tests.fixtures.catalog import SO_WHAT
 
-META = TrackMetadata(
-    title="So What",
-    artist="Miles Davis",
-    album_artist="Miles Davis Sextet",
-    album="Kind of Blue",
-    track_number=1,
-    disc_number=1,
-    year=1959,
-    genre="Jazz",
-    mbz_recording_id="3a8b4bd4-1f3b-4c3f-9b57-0d0c1c1b0a01",
-    mbz_album_id="8e1ff5f2-6a8b-4b8f-9d52-9a1f0d8c2b02",
-    mbz_artist_id="561d854a-6a28-4aa7-8c99-323e6ce46c2a",
-)
+META = SO_WHAT  # every tag sonicbus reads, the album artist apart from the artist
 AUDIO = frozenset({"wav", "aiff", "flac", "ogg", "opus", "mp3"})
 
 
-def inspect_new(path: Path, root: Path, cue: Path | None = None) -> library.Inspection:
+def inspect_new(path: Path, root: Path, cue: Path | None = None) -> music_folder.Inspection:
     return inspect(Candidate(str(path), str(root), str(cue) if cue else None), known=None)
 
 
@@ -297,6 +285,6 @@ def test_an_unreadable_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr(library, "open", denying_open, raising=False)
+        monkeypatch.setattr(music_folder, "open", denying_open, raising=False)
     with pytest.raises(IngestError, match="permission denied"):
         inspect_new(path, tmp_path)

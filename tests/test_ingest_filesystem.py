@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,38 +18,10 @@ from pipeline.config import Settings
 from pipeline.producers.audiofiles import derive_track_id
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.producers.samplefiles import write_tagged_audio
-from pipeline.schemas import DeadLetter, TrackEvent, TrackMetadata
-
-LIBRARY = {
-    "Miles Davis/Kind of Blue/01 So What.flac": TrackMetadata(
-        title="So What",
-        artist="Miles Davis",
-        album_artist="Miles Davis",
-        album="Kind of Blue",
-        track_number=1,
-        disc_number=1,
-        year=1959,
-        genre="Jazz",
-        mbz_recording_id="0f2a4b5c-0000-4000-8000-000000000001",
-        mbz_album_id="0f2a4b5c-0000-4000-8000-0000000000a1",
-        mbz_artist_id="561d854a-6a28-4aa7-8c99-323e6ce46c2a",
-    ),
-    "Nina Simone/Pastel Blues/05 Sinnerman.mp3": TrackMetadata(
-        title="Sinnerman", artist="Nina Simone", album="Pastel Blues", track_number=5, year=1965
-    ),
-    "Radiohead/OK Computer/02 Paranoid Android.ogg": TrackMetadata(
-        title="Paranoid Android",
-        artist="Radiohead",
-        album="OK Computer",
-        track_number=2,
-        genre="Rock",
-        mbz_recording_id="0f2a4b5c-0000-4000-8000-000000000003",
-    ),
-    "Field Recordings/rain.wav": TrackMetadata(title="Rain", artist="Nobody", year=2024),
-    "Björk/Post/04 Hyperballad.aiff": TrackMetadata(
-        title="Hyperballad", artist="Björk", album="Post", track_number=4, disc_number=1
-    ),
-}
+from pipeline.schemas import TrackEvent, TrackMetadata
+from tests.fixtures.bus import dead_letters, end_offsets
+from tests.fixtures.catalog import LIBRARY
+from tests.fixtures.cli import sonicbus
 
 
 def build_library(root: Path) -> None:
@@ -64,34 +34,6 @@ def music(tmp_path: Path) -> Path:
     root = tmp_path / "music"
     build_library(root)
     return root
-
-
-async def end_offsets(settings: Settings, topic: str, partitions: int) -> int:
-    consumer = make_consumer(settings.kafka, group_id=None, role="test-offsets")
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-    finally:
-        await consumer.stop()
-    return sum(ends.values())
-
-
-async def dead_letters(settings: Settings) -> list[DeadLetter]:
-    """Every record of the (one-partition) dlq topic, in order."""
-    consumer = make_consumer(settings.kafka, group_id=None, role="test-dlq")
-    await consumer.start()
-    tp = TopicPartition(settings.topics.dlq, 0)
-    letters = []
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
-                letters.extend(DeadLetter.from_bytes(r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return letters
 
 
 class TopicTail:
@@ -127,25 +69,6 @@ class TopicTail:
                     return values[seen]
                 for records in (await self.consumer.getmany(timeout_ms=50)).values():
                     self.records.extend((r.key.decode(), r.value) for r in records)
-
-
-async def sonicbus(
-    settings: Settings, cwd: Path, *args: str, **env: str
-) -> subprocess.CompletedProcess:
-    """Run the `sonicbus` command line as a user would, against the test broker and topics."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SONICBUS_")}
-    clean.update(
-        SONICBUS_HOME=str(settings.home),
-        SONICBUS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
-        SONICBUS_TOPICS__PREFIX=settings.topics.prefix,
-        SONICBUS_TOPICS__PARTITIONS=str(settings.topics.partitions),
-        COLUMNS="250",
-        **env,
-    )
-    command = [sys.executable, "-m", "pipeline.cli", *args]
-    return await asyncio.to_thread(
-        subprocess.run, command, env=clean, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
 
 
 async def test_initial_scan_publishes_every_track_with_its_tags(
@@ -321,13 +244,13 @@ async def test_sonicbus_watch_once_from_the_command_line(
     settings: Settings, music: Path, tmp_path: Path
 ) -> None:
     ids = {derive_track_id(relative) for relative in LIBRARY}
-    dry = await sonicbus(settings, tmp_path, "watch", str(music), "--once", "--dry-run")
+    dry = await sonicbus(settings, "watch", str(music), "--once", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     printed = {line.split()[1] for line in dry.stdout.splitlines() if line.startswith("publish ")}
     assert printed == ids
     assert await end_offsets(settings, settings.topics.tracks, settings.topics.partitions) == 0
 
-    real = await sonicbus(settings, tmp_path, "watch", str(music), "--once")
+    real = await sonicbus(settings, "watch", str(music), "--once", cwd=tmp_path)
     assert real.returncode == 0, real.stdout + real.stderr
     assert "5 published" in real.stdout
     assert set(await read_tracks(settings.kafka, settings.topics.tracks)) == ids

@@ -8,17 +8,16 @@ real standalone server, so the test can look inside while the job runs.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from pipeline.client import QueryClient
 from pipeline.config import MilvusSettings, Settings
 from pipeline.store import VectorStore
-from tests.conftest import TEST_HOME
-from tests.test_embed_musicnn import wait_for, write_song
+from tests.fixtures.audio import write_song
+from tests.fixtures.cli import cli_env, sonicbus_command
+from tests.fixtures.services import TEST_HOME, wait_for
 
 
 async def test_up_embeds_a_folder_and_follows_deletions(
@@ -30,18 +29,15 @@ async def test_up_embeds_a_folder_and_follows_deletions(
     for i, song in enumerate(songs):
         write_song(song, seconds=5 + i, seed=200 + i)
     prefix = f"up_{settings.topics.prefix.strip('.')}_"
-    env = {
-        **os.environ,
-        "SONICBUS_HOME": str(TEST_HOME),
-        "SONICBUS_KAFKA__LOCAL_PORT": str(settings.kafka.local_port),
-        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "SONICBUS_TOPICS__PREFIX": settings.topics.prefix,
-        "SONICBUS_TOPICS__PARTITIONS": "3",
-        "SONICBUS_MILVUS__URI": milvus_server,
-        "SONICBUS_MILVUS__COLLECTION_PREFIX": prefix,
-        "SONICBUS_EMBED__DEVICE": "cpu",
-        "COLUMNS": "160",
-    }
+    env = cli_env(
+        settings,
+        160,
+        SONICBUS_HOME=str(TEST_HOME),
+        SONICBUS_KAFKA__LOCAL_PORT=str(settings.kafka.local_port),
+        SONICBUS_MILVUS__URI=milvus_server,
+        SONICBUS_MILVUS__COLLECTION_PREFIX=prefix,
+        SONICBUS_EMBED__DEVICE="cpu",
+    )
     store = VectorStore(MilvusSettings(collection_prefix=prefix), milvus_server)
     collection = store.collection_name("musicnn")
 
@@ -49,7 +45,7 @@ async def test_up_embeds_a_folder_and_follows_deletions(
         return store.count(collection) if store.has_collection(collection) else 0
 
     job = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "up", str(music)],
+        sonicbus_command("up", str(music)),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -63,7 +59,7 @@ async def test_up_embeds_a_folder_and_follows_deletions(
             assert len(hit.fields["extra"]["tags"]) == 50
             assert hit.fields["extra"]["path"] in {str(s) for s in songs}
         full = store.get(collection, [h.track_id for h in hits], with_vectors=True)
-        assert all(row["embedding"].shape == (600,) for row in full.values())
+        assert all(row.vector is not None and row.vector.shape == (600,) for row in full.values())
 
         # The main job also answers Navidrome's questions over the bus.
         seed = hits[0].track_id

@@ -21,7 +21,8 @@ from models.base import ModelOptions, ModelUnavailable, TrackAudio, enrich
 from models.mert import MertModel, stitch, window_starts
 from models.muq import MuqMulanModel
 from models.music2latent import Music2LatentModel, frame_count
-from tests.tiny_models import tone_tracks, write_tiny_mert, write_tiny_muq, write_tiny_music2latent
+from tests.fixtures.audio import tone_tracks
+from tests.fixtures.models import write_tiny_mert, write_tiny_muq, write_tiny_music2latent
 
 pytestmark = pytest.mark.timeout(120)
 

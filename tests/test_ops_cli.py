@@ -21,8 +21,8 @@ from pipeline.config import Settings
 from pipeline.deadletters import DeadLetterSink, dead_letter_for
 from pipeline.schemas import TrackEvent
 from pipeline.topics import ensure_topics
-from tests.conftest import base_settings
-from tests.test_bus_kafka import drain
+from tests.fixtures.bus import drain
+from tests.fixtures.services import base_settings
 
 pytestmark = pytest.mark.timeout(120)
 runner = CliRunner()

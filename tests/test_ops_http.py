@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +26,8 @@ from pipeline.http.app import create_app
 from pipeline.http.runtime import OpsRuntime
 from pipeline.ops.lag import LagReader
 from pipeline.schemas import DeadLetter, EmbeddingEvent, TrackEvent
-from tests.query_library import Running, running  # noqa: F401
+from tests.fixtures.cli import cli_env, sonicbus_command
+from tests.fixtures.library import Running
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "s3cret-token"
@@ -37,7 +36,7 @@ WAIT = 120  # seconds a replay start waits for the group to be empty
 
 
 @pytest.fixture(scope="module")
-async def http(running: Running) -> AsyncIterator[tuple[httpx.AsyncClient, OpsRuntime]]:  # noqa: F811
+async def http(running: Running) -> AsyncIterator[tuple[httpx.AsyncClient, OpsRuntime]]:
     settings = running.settings.model_copy(
         update={
             "http": HttpSettings(admin_token=TOKEN, reply_timeout_s=20, max_body_bytes=64_000),
@@ -54,7 +53,7 @@ async def http(running: Running) -> AsyncIterator[tuple[httpx.AsyncClient, OpsRu
     await runtime.stop()
 
 
-async def test_health_names_broker_milvus_and_the_consumers(http, running) -> None:  # noqa: F811
+async def test_health_names_broker_milvus_and_the_consumers(http, running) -> None:
     client, runtime = http
     await asyncio.wait_for(runtime.sampled.wait(), 30)
     answer = await client.get("/healthz")
@@ -68,7 +67,7 @@ async def test_health_names_broker_milvus_and_the_consumers(http, running) -> No
     assert health["status"] == "degraded"
 
 
-async def test_the_older_recommendation_api_is_answered_through_kafka(http, running) -> None:  # noqa: F811
+async def test_the_older_recommendation_api_is_answered_through_kafka(http, running) -> None:
     client, _ = http
     body = {"user_id": "u1", "user_name": "alice", "limit": 5,
             "seeds": [{"track_id": "rock1", "weight": 1.0, "source": "recent"}],
@@ -136,7 +135,7 @@ async def test_embed_text_gives_musicnn_tag_weights(http) -> None:
     )
 
 
-async def publish_tracks(running: Running, count: int) -> None:  # noqa: F811
+async def publish_tracks(running: Running, count: int) -> None:
     producer = running.service.producer
     for i in range(count):
         event = TrackEvent(track_id=f"h{i}", path=f"/music/h{i}.flac")
@@ -145,7 +144,7 @@ async def publish_tracks(running: Running, count: int) -> None:  # noqa: F811
         )
 
 
-async def test_reembed_endpoints_need_the_token_and_follow_a_replay(http, running) -> None:  # noqa: F811
+async def test_reembed_endpoints_need_the_token_and_follow_a_replay(http, running) -> None:
     client, _ = http
     await publish_tracks(running, 6)
     for headers, status in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
@@ -207,7 +206,7 @@ async def test_reembed_endpoints_need_the_token_and_follow_a_replay(http, runnin
     assert (await client.post("/reembed/musicnn/discard", headers=AUTH)).status_code == 200
 
 
-async def test_metrics_export_lag_throughput_and_dead_letters(http, running) -> None:  # noqa: F811
+async def test_metrics_export_lag_throughput_and_dead_letters(http, running) -> None:
     client, runtime = http
     await runtime.sample()
     text = (await client.get("/metrics")).text
@@ -238,7 +237,7 @@ async def test_metrics_export_lag_throughput_and_dead_letters(http, running) -> 
     assert sorted(n for n in names if n not in text) == []
 
 
-async def test_openapi_is_published_and_admin_is_off_without_a_token(running) -> None:  # noqa: F811
+async def test_openapi_is_published_and_admin_is_off_without_a_token(running) -> None:
     settings = running.settings.model_copy(update={"http": HttpSettings(admin_token=None)})
     runtime = OpsRuntime(settings, store=running.store)  # not started: no call needs it here
     app = create_app(settings, runtime)
@@ -260,18 +259,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_sonicbus_serve_runs_the_service(running, tmp_path: Path) -> None:  # noqa: F811
+async def test_sonicbus_serve_runs_the_service(running, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": running.settings.kafka.bootstrap_servers,
-        "SONICBUS_TOPICS__PREFIX": running.settings.topics.prefix,
-        "SONICBUS_TOPICS__GROUP_PREFIX": running.settings.topics.group_prefix,
-        "SONICBUS_HOME": str(tmp_path),
-        "SONICBUS_LOG_LEVEL": "WARNING",
-    }
+    env = cli_env(running.settings, SONICBUS_HOME=str(tmp_path), SONICBUS_LOG_LEVEL="WARNING")
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+        sonicbus_command("serve", "--port", str(port)),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 import uuid
 
@@ -22,7 +20,8 @@ from aiokafka import TopicPartition
 from pipeline.bus import make_consumer
 from pipeline.config import Settings
 from pipeline.ops.lag import GroupLag, GroupNotFound, LagReader, LagTracker, eta
-from tests.kafka_tool import describe_offsets, describe_state
+from tests.fixtures.cli import cli_env, sonicbus_command
+from tests.fixtures.kafka_tool import describe_offsets, describe_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,15 +52,9 @@ def ours(report: GroupLag) -> dict[tuple[str, int], dict]:
 
 
 async def sonicbus_lag_json(settings: Settings, group: str) -> dict:
-    env = {
-        **os.environ,
-        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "SONICBUS_TOPICS__PREFIX": settings.topics.prefix,
-        "SONICBUS_HOME": str(settings.home),
-    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "lag", group, "--json",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *sonicbus_command("lag", group, "--json"),
+        env=cli_env(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()[-2000:]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -37,8 +36,10 @@ from pipeline.ops.replay import cancel_replay, resume_replay, start_replay
 from pipeline.schemas import DeadLetter, EmbeddingEvent, QueryReply
 from pipeline.store import VectorRow, VectorStore
 from pipeline.topics import embed_group
-from tests.test_bus_kafka import drain
-from tests.test_embed_musicnn import publish, track_event, wait_for, write_song
+from tests.fixtures.audio import track_event, write_song
+from tests.fixtures.bus import drain, publish
+from tests.fixtures.cli import cli_env, sonicbus_command
+from tests.fixtures.services import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,22 +70,20 @@ def library(folder: Path, count: int, corrupt: int) -> tuple[list, list[str]]:
     return events, bad
 
 
-def cli_env(settings: Settings, milvus_uri: str, prefix: str, home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "SONICBUS_TOPICS__PREFIX": settings.topics.prefix,
-        "SONICBUS_TOPICS__GROUP_PREFIX": settings.topics.group_prefix,
-        "SONICBUS_MILVUS__URI": milvus_uri,
-        "SONICBUS_MILVUS__COLLECTION_PREFIX": prefix,
-        "SONICBUS_HOME": str(home),
-        "COLUMNS": "200",  # lines unwrapped, so they can be matched
-    }
+def replay_env(settings: Settings, milvus_uri: str, prefix: str, home: Path) -> dict[str, str]:
+    return cli_env(
+        settings,
+        200,
+        SONICBUS_MILVUS__URI=milvus_uri,
+        SONICBUS_MILVUS__COLLECTION_PREFIX=prefix,
+        SONICBUS_HOME=str(home),
+    )
 
 
 async def sonicbus(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """`sonicbus ARGS`: its exit status and what it printed (stdout and stderr together)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", *args, env=env,
+        *sonicbus_command(*args), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
@@ -175,7 +174,7 @@ async def test_fresh_replay_re_embeds_everything_while_the_old_collection_serves
 
         # A row only the old collection holds: the replay will not produce it.
         t0 = check.get(old, ["t000"], with_vectors=True)["t000"]
-        check.upsert(old, [VectorRow("ghost", t0["embedding"], title="only in the old one")])
+        check.upsert(old, [VectorRow("ghost", t0.vector, title="only in the old one")])
         service = QueryService(settings, query_store)
         await service.start()
         await asyncio.wait_for(service.ready.wait(), 60)
@@ -191,7 +190,7 @@ async def test_fresh_replay_re_embeds_everything_while_the_old_collection_serves
             while not (await ghost()).ok:
                 await asyncio.sleep(0.5)
 
-        env = cli_env(settings, milvus_server, prefix, tmp_path / "home")
+        env = replay_env(settings, milvus_server, prefix, tmp_path / "home")
         code, out = await sonicbus(
             env, "reembed", "--model", "musicnn", "--fresh", "--detach", *WAIT
         )
@@ -254,7 +253,7 @@ async def test_fresh_replay_re_embeds_everything_while_the_old_collection_serves
         assert replayed == {f"t{i:03d}": 1 for i in range(LIBRARY)}
         vectors = check.get(new, ["t000", "t150"], with_vectors=True)
         assert all(
-            np.isfinite(v["embedding"]).all() and v["embedding"].shape == (600,)
+            v.vector is not None and np.isfinite(v.vector).all() and v.vector.shape == (600,)
             for v in vectors.values()
         )
     finally:
@@ -286,7 +285,7 @@ async def test_a_cancelled_replay_resumes_where_it_stopped_and_embeds_each_track
     await publish(producer, settings, events)
     old = store.collection_name("musicnn")
     embedding = Embedding(settings, store)
-    env = cli_env(settings, milvus_server, prefix, tmp_path / "home")
+    env = replay_env(settings, milvus_server, prefix, tmp_path / "home")
     try:
         # A member of embed-musicnn is consuming: Kafka forbids moving its offsets. Refused,
         # and nothing moved.
@@ -307,7 +306,7 @@ async def test_a_cancelled_replay_resumes_where_it_stopped_and_embeds_each_track
             code, out = await sonicbus(env, "reembed", "-m", "musicnn", "--fresh", "--since", "2h")
             assert code == 1 and "drop --since" in out
             assert await group_offsets(settings) == before
-            assert store.model_state("musicnn", fresh=True).replay == {}
+            assert store.model_state("musicnn", fresh=True).replay is None
         finally:
             await member.stop()
 
@@ -418,6 +417,7 @@ async def test_in_place_replays_skip_unchanged_tracks_unless_forced_and_start_at
         assert sorted((e.track_id, e.status) for e in forced) == [
             (f"t{i:03d}", "embedded") for i in range(3)
         ]
-        assert lite_store.model_state("musicnn", fresh=True).replay["status"] == "completed"
+        replay = lite_store.model_state("musicnn", fresh=True).replay
+        assert replay is not None and replay.status == "completed"
     finally:
         await embedding.stop()

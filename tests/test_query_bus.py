@@ -25,16 +25,15 @@ from pipeline.schemas import DeadLetter, EmbeddingEvent
 from pipeline.schemas.queries import QueryReply
 from pipeline.store import VectorRow, VectorStore
 from pipeline.topics import ensure_topics
-from tests.conftest import base_settings
-from tests.query_library import Running, fill, musicnn_library, running  # noqa: F401
-from tests.test_bus_kafka import drain
-from tests.test_ingest_filesystem import end_offsets
+from tests.fixtures.bus import drain, end_offsets
+from tests.fixtures.library import Running, fill, musicnn_library
+from tests.fixtures.services import base_settings
 
 pytestmark = pytest.mark.timeout(180)
 
 
 async def test_a_plain_kafka_client_publishes_json_with_headers_and_reads_its_reply(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     settings = running.settings
     servers = settings.kafka.bootstrap_servers
@@ -76,7 +75,7 @@ async def test_a_plain_kafka_client_publishes_json_with_headers_and_reads_its_re
     assert {"track_id", "score", "artist", "title", "album", "found_by"} <= set(reply["tracks"][0])
 
 
-async def find_reply(running: Running, request_id: str, timeout: float = 20) -> QueryReply:  # noqa: F811
+async def find_reply(running: Running, request_id: str, timeout: float = 20) -> QueryReply:
     """The reply to `request_id` on the shared replies topic, read from its start."""
     consumer = make_consumer(running.settings.kafka, running.settings.topics.replies,
                              group_id=None, role="test-replies")  # fmt: skip
@@ -93,7 +92,7 @@ async def find_reply(running: Running, request_id: str, timeout: float = 20) -> 
 
 
 async def test_bad_input_gets_an_error_reply_and_the_consumer_keeps_answering(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     client = running.client
     cases = {
@@ -125,7 +124,7 @@ async def test_bad_input_gets_an_error_reply_and_the_consumer_keeps_answering(
     assert fine.ok and fine.tracks
 
 
-async def test_requests_nobody_can_be_answered_go_to_the_dlq(running: Running) -> None:  # noqa: F811
+async def test_requests_nobody_can_be_answered_go_to_the_dlq(running: Running) -> None:
     settings = running.settings
     producer = running.service.producer
     body = json.dumps({"type": "similar", "request_id": "lost", "track_id": "rock1"}).encode()
@@ -156,7 +155,7 @@ async def test_requests_nobody_can_be_answered_go_to_the_dlq(running: Running) -
     assert still.ok
 
 
-async def test_a_reply_that_cannot_be_published_is_kept_in_the_dlq(running: Running) -> None:  # noqa: F811
+async def test_a_reply_that_cannot_be_published_is_kept_in_the_dlq(running: Running) -> None:
     """The client's reply topic is deleted after the service checked it: the answer cannot
     be delivered, so the request goes to the dlq (stage publish) and the service goes on."""
     settings = running.settings
@@ -193,7 +192,7 @@ async def test_a_reply_that_cannot_be_published_is_kept_in_the_dlq(running: Runn
     assert still.ok
 
 
-async def test_deadlines_are_honoured(running: Running) -> None:  # noqa: F811
+async def test_deadlines_are_honoured(running: Running) -> None:
     past = int((time.time() - 5) * 1000)
     late = await running.client.ask(
         {"type": "similar", "request_id": "late", "track_id": "rock1", "deadline_ms": past}
@@ -206,7 +205,7 @@ async def test_deadlines_are_honoured(running: Running) -> None:  # noqa: F811
     assert timely.ok
 
 
-async def test_the_index_follows_the_embeddings_topic(running: Running) -> None:  # noqa: F811
+async def test_the_index_follows_the_embeddings_topic(running: Running) -> None:
     settings, store = running.settings, running.store
     collection = store.collection_name("live")
     rng = np.random.default_rng(5)

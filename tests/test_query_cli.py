@@ -3,66 +3,19 @@ user runs them, against a live query service and a Subsonic server that records 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import subprocess
-import sys
 import threading
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.query_library import Running, running  # noqa: F401 - fixture
+from tests.fixtures import cli
+from tests.fixtures.library import Running
+from tests.fixtures.navidrome_fake import PlaylistServer
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class PlaylistServer(ThreadingHTTPServer):
-    """Answers getPlaylists and createPlaylist the way Navidrome does, and remembers calls."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), PlaylistHandler)
-        self.calls: list[dict[str, list[str]]] = []
-        self.playlists: dict[str, dict[str, object]] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class PlaylistHandler(BaseHTTPRequestHandler):
-    server: PlaylistServer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        parsed = urllib.parse.urlparse(self.path)
-        params = urllib.parse.parse_qs(parsed.query)
-        endpoint = parsed.path.rsplit("/", 1)[-1]
-        self.server.calls.append({"endpoint": [endpoint], **params})
-        body: dict[str, object] = {"status": "ok", "version": "1.16.1"}
-        if params.get("u") != ["alice"]:
-            body = {"status": "failed", "error": {"code": 40, "message": "Wrong username"}}
-        elif endpoint == "getPlaylists":
-            body["playlists"] = {"playlist": list(self.server.playlists.values())}
-        elif endpoint == "createPlaylist":
-            playlist_id = params.get("playlistId", [f"pl{len(self.server.playlists) + 1}"])[0]
-            name = params.get("name", [self.server.playlists.get(playlist_id, {}).get("name")])[0]
-            playlist = {"id": playlist_id, "name": name, "owner": "alice",
-                        "songCount": len(params.get("songId", []))}  # fmt: skip
-            self.server.playlists[playlist_id] = playlist
-            body["playlist"] = playlist
-        data = json.dumps({"subsonic-response": body}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 @pytest.fixture
@@ -74,23 +27,12 @@ def navidrome() -> Iterator[PlaylistServer]:
     server.shutdown()
 
 
-async def sonicbus(running: Running, *args: str, **env: str) -> subprocess.CompletedProcess:  # noqa: F811
-    settings = running.settings
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SONICBUS_")}
-    clean.update(
-        SONICBUS_HOME=str(settings.home),
-        SONICBUS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
-        SONICBUS_TOPICS__PREFIX=settings.topics.prefix,
-        COLUMNS="220",
-    )
-    clean.update(env)
-    command = [sys.executable, "-m", "pipeline.cli", *args]
-    return await asyncio.to_thread(
-        subprocess.run, command, env=clean, capture_output=True, text=True, timeout=90
-    )
+async def sonicbus(running: Running, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`sonicbus ARGS` against the running query service's broker and topics."""
+    return await cli.sonicbus(running.settings, *args, timeout=90, **env)
 
 
-async def test_ask_prints_a_table_or_json(running: Running) -> None:  # noqa: F811
+async def test_ask_prints_a_table_or_json(running: Running) -> None:
     table = await sonicbus(running, "ask", "recommend", "--seed", "rock0", "--seed", "rock1:2",
                            "--max-per-artist", "1", "-n", "3")  # fmt: skip
     assert table.returncode == 0, table.stderr
@@ -108,7 +50,7 @@ async def test_ask_prints_a_table_or_json(running: Running) -> None:  # noqa: F8
     assert json.loads(failed.stdout)["error"]["code"] == "not_found"
 
 
-async def test_ask_raw_sends_any_json_as_it_is(running: Running, tmp_path: Path) -> None:  # noqa: F811
+async def test_ask_raw_sends_any_json_as_it_is(running: Running, tmp_path: Path) -> None:
     request = tmp_path / "request.json"
     request.write_text('{"type": "duplicates", "request_id": "cli-raw", "threshold": 0.02}')
     done = await sonicbus(running, "ask", "raw", str(request))
@@ -121,7 +63,7 @@ async def test_ask_raw_sends_any_json_as_it_is(running: Running, tmp_path: Path)
 
 
 async def test_playlist_to_navidrome_creates_then_refills_the_playlist(
-    running: Running,  # noqa: F811
+    running: Running,
     navidrome: PlaylistServer,
 ) -> None:
     env = {"SONICBUS_NAVIDROME__URL": navidrome.url, "SONICBUS_NAVIDROME__USER": "alice",
@@ -147,7 +89,7 @@ async def test_playlist_to_navidrome_creates_then_refills_the_playlist(
 
 
 async def test_the_asyncapi_document_comes_from_the_faststream_app(
-    running: Running,  # noqa: F811
+    running: Running,
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "asyncapi.json"
@@ -167,7 +109,7 @@ async def test_the_asyncapi_document_comes_from_the_faststream_app(
                for m in messages.values())  # fmt: skip
 
 
-async def test_ask_without_a_reachable_broker_says_so(running: Running) -> None:  # noqa: F811
+async def test_ask_without_a_reachable_broker_says_so(running: Running) -> None:
     down = await sonicbus(
         running, "ask", "similar", "rock1", "--timeout", "2",
         SONICBUS_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",

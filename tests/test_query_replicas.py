@@ -9,7 +9,9 @@ before it leaves, and the rest is answered by the replica that stays.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import time
 from typing import Any
 
@@ -17,12 +19,13 @@ import pytest
 
 from pipeline.client import QueryClient
 from pipeline.config import QuerySettings
+from pipeline.consumers import query
 from pipeline.consumers.query import QueryService
 from pipeline.schemas.queries import QueryReply
 from pipeline.store import VectorStore
 from pipeline.topics import ensure_topics
-from tests.conftest import base_settings
-from tests.query_library import fill, musicnn_library
+from tests.fixtures.library import fill, musicnn_library
+from tests.fixtures.services import base_settings
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -84,6 +87,27 @@ async def test_a_replica_stopped_mid_stream_loses_no_request(
     assert not failed
     assert all(r.tracks and "jazz2" not in {t.track_id for t in r.tracks} for r in replies)
     assert leaving.stats.answered > 0 and staying.stats.answered > 0
+    assert leaving.in_hand == 0 and staying.in_hand == 0  # every on_receive had its reply
     answered = leaving.stats.answered + staying.stats.answered
     # warm-up + probes + the 240: each answered once, by one replica
     assert answered >= 12 + 240
+
+
+def test_the_drain_uses_faststream_through_its_public_api_only() -> None:
+    """FastStream is not pinned: a private name (a `_`-module or attribute) could move in any
+    release and silently break the drain, so the query service must not use one."""
+    tree = ast.parse(inspect.getsource(query))
+    private = [
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("faststream")
+        and any(part.startswith("_") for part in (node.module or "").split("."))
+    ]
+    private += [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in {"limiter", "receive_stream", "send_stream", "lock", "max_workers"}
+    ]
+    assert not private, f"pipeline/consumers/query.py uses FastStream internals: {private}"

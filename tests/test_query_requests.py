@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from pipeline.schemas.queries import QueryReply
-from tests.query_library import NOW, Running, axis, running  # noqa: F401 - fixture
+from tests.fixtures.library import NOW, Running, axis
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def ask(running: Running, **request: object) -> QueryReply:  # noqa: F811
+async def ask(running: Running, **request: object) -> QueryReply:
     request.setdefault("request_id", uuid.uuid4().hex)
     return await running.client.ask(request, timeout=20)
 
@@ -38,7 +38,7 @@ def scores(reply: QueryReply) -> dict[str, float]:
 
 
 async def test_recommend_leaves_out_seeds_and_their_copies_and_caps_artists(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     lib = running.library
     seeds = [{"track_id": "rock0"}, {"track_id": "rock1"}]
@@ -57,7 +57,7 @@ async def test_recommend_leaves_out_seeds_and_their_copies_and_caps_artists(
     )
 
 
-async def test_without_diversity_the_list_is_the_exact_cosine_ranking(running: Running) -> None:  # noqa: F811
+async def test_without_diversity_the_list_is_the_exact_cosine_ranking(running: Running) -> None:
     lib = running.library
     reply = await ask(running, type="recommend", seeds=[{"track_id": "jazz2"}], limit=8)
     query = lib.vector("jazz2")
@@ -69,7 +69,7 @@ async def test_without_diversity_the_list_is_the_exact_cosine_ranking(running: R
         assert track.score == pytest.approx(float(lib.vector(track.track_id) @ query), abs=1e-4)
 
 
-async def test_diversity_spreads_the_list_over_more_of_the_library(running: Running) -> None:  # noqa: F811
+async def test_diversity_spreads_the_list_over_more_of_the_library(running: Running) -> None:
     lib = running.library
 
     def spread(reply: QueryReply) -> float:
@@ -88,7 +88,7 @@ async def test_diversity_spreads_the_list_over_more_of_the_library(running: Runn
 
 
 async def test_unknown_seeds_are_named_in_a_warning_and_the_rest_answered(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     reply = await ask(running, type="recommend", seeds=[{"track_id": "jazz1"},
                       {"track_id": "gone-track"}], limit=5)  # fmt: skip
@@ -100,7 +100,7 @@ async def test_unknown_seeds_are_named_in_a_warning_and_the_rest_answered(
 
 
 async def test_dislikes_and_negative_prompts_lower_the_tracks_they_resemble(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     lib = running.library
     metal, rock = set(lib.cluster("metal")), set(lib.cluster("rock"))
@@ -130,7 +130,7 @@ async def test_dislikes_and_negative_prompts_lower_the_tracks_they_resemble(
         assert half[t] == pytest.approx(base[t] * (1 - sim * 0.5), abs=1e-4)
 
 
-async def test_direct_embeddings_search_and_bad_ones_are_reported(running: Running) -> None:  # noqa: F811
+async def test_direct_embeddings_search_and_bad_ones_are_reported(running: Running) -> None:
     ambient = set(running.library.cluster("ambient"))
     direct = [{"model": "musicnn", "vector": axis(3).tolist()}]
     reply = await ask(running, type="recommend", embeddings=direct, limit=5)
@@ -150,14 +150,14 @@ async def test_direct_embeddings_search_and_bad_ones_are_reported(running: Runni
         assert "NaN or infinity" in bad.error.message and bad.request_id == "bad-vector"
 
 
-async def test_a_limit_above_the_cap_is_clamped_with_a_warning(running: Running) -> None:  # noqa: F811
+async def test_a_limit_above_the_cap_is_clamped_with_a_warning(running: Running) -> None:
     reply = await ask(running, type="similar", track_id="rock0", limit=100_000)
     assert reply.ok and "clamped to 500" in " ".join(reply.warnings)
     assert len(reply.tracks) == len(running.library.tracks) - 2  # all but the seed and its copy
 
 
 async def test_merging_models_union_intersection_priority_and_agreement(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     models = ["mert", "music2latent", "clap"]
     common = {"type": "recommend", "seeds": [{"track_id": "s0"}], "models": models, "limit": 50}
@@ -186,7 +186,7 @@ async def test_merging_models_union_intersection_priority_and_agreement(
     assert any("min_model_agreement 5" in w for w in too_many.warnings)
 
 
-async def test_text_search_ranks_tracks_by_their_tags(running: Running) -> None:  # noqa: F811
+async def test_text_search_ranks_tracks_by_their_tags(running: Running) -> None:
     lib = running.library
     rock = set(lib.cluster("rock")) | {"rock0-copy"}
     guitar = await ask(running, type="text", prompt="upbeat rock with guitar", limit=8)
@@ -203,14 +203,14 @@ async def test_text_search_ranks_tracks_by_their_tags(running: Running) -> None:
     assert metal and all(lighter[t] < heavy[t] for t in metal)
 
 
-async def test_a_100_kb_prompt_is_refused_with_a_clear_error(running: Running) -> None:  # noqa: F811
+async def test_a_100_kb_prompt_is_refused_with_a_clear_error(running: Running) -> None:
     body = b'{"type": "text", "request_id": "long", "prompt": "' + b"la " * 34_000 + b'"}'
     reply = await running.client.ask_raw(body, key="long", timeout=20)
     assert not reply.ok and reply.error.code == "invalid_request"
     assert "prompt" in reply.error.message and "2000 characters" in reply.error.message
 
 
-async def test_similar_ranked_and_as_a_radius_walk(running: Running) -> None:  # noqa: F811
+async def test_similar_ranked_and_as_a_radius_walk(running: Running) -> None:
     lib = running.library
     ranked = await ask(running, type="similar", track_id="rock3", limit=9)
     assert "rock3" not in ids(ranked)
@@ -233,7 +233,7 @@ async def test_similar_ranked_and_as_a_radius_walk(running: Running) -> None:  #
     assert missing.error.code == "not_found" and "no-such" in missing.error.message
 
 
-async def test_path_walks_from_start_to_end_without_repeats(running: Running) -> None:  # noqa: F811
+async def test_path_walks_from_start_to_end_without_repeats(running: Running) -> None:
     arc = [f"arc{k}" for k in range(11)]
     common = {"type": "path", "start_track_id": "arc0", "end_track_id": "arc10"}
     spherical = await ask(running, **common, steps=11, interpolation="spherical")
@@ -254,7 +254,7 @@ async def test_path_walks_from_start_to_end_without_repeats(running: Running) ->
     assert len(path) == 15 == len(set(path)) and path[0] == "arc0" and path[-1] == "arc10"
 
 
-async def test_alchemy_keeps_away_from_the_subtracted_tracks(running: Running) -> None:  # noqa: F811
+async def test_alchemy_keeps_away_from_the_subtracted_tracks(running: Running) -> None:
     lib = running.library
     add = ["rock0", "rock1", "rock2", "rock3"]
     subtract = ["metal0", "metal1", "metal2"]
@@ -276,7 +276,7 @@ async def test_alchemy_keeps_away_from_the_subtracted_tracks(running: Running) -
     assert all(1 - lib.vector(t) @ centre > 0.3 for t in ids(first))
 
 
-async def test_fingerprint_weights_plays_by_recency(running: Running) -> None:  # noqa: F811
+async def test_fingerprint_weights_plays_by_recency(running: Running) -> None:
     rock = set(running.library.cluster("rock")) | {"rock0-copy"}
     old, recent = (NOW - timedelta(days=200)).isoformat(), (NOW - timedelta(days=2)).isoformat()
     seeds = [{"track_id": "jazz0", "weight": 10, "played_at": old},
@@ -292,7 +292,7 @@ async def test_fingerprint_weights_plays_by_recency(running: Running) -> None:  
     assert set(ids(navidrome)) <= rock and not {"rock1", "rock2"} & set(ids(navidrome))
 
 
-async def test_navidrome_seed_modes_use_plays_stars_and_ratings(running: Running) -> None:  # noqa: F811
+async def test_navidrome_seed_modes_use_plays_stars_and_ratings(running: Running) -> None:
     lib = running.library
     recent = await ask(running, type="recommend", seed_mode="recent", user_id="alice", limit=6)
     assert [t.track_id for t in recent.extra["seeds"]] == ["rock1", "rock2", "jazz0"]
@@ -319,7 +319,7 @@ async def test_navidrome_seed_modes_use_plays_stars_and_ratings(running: Running
     assert stranger.error.code == "not_found" and "bob" in stranger.error.message
 
 
-async def test_duplicates_finds_the_copied_recording(running: Running) -> None:  # noqa: F811
+async def test_duplicates_finds_the_copied_recording(running: Running) -> None:
     reply = await ask(running, type="duplicates", threshold=0.02)
     assert reply.ok
     assert [(p.first.track_id, p.second.track_id) for p in reply.pairs] == [("rock0", "rock0-copy")]
@@ -329,7 +329,7 @@ async def test_duplicates_finds_the_copied_recording(running: Running) -> None: 
 
 
 async def test_empty_libraries_and_models_not_embedded_yet_are_explained(
-    running: Running,  # noqa: F811
+    running: Running,
 ) -> None:
     empty = await ask(running, type="similar", track_id="rock0", models=["empty"])
     assert empty.error.code == "unavailable" and "empty" in empty.error.message

@@ -16,9 +16,9 @@ from pipeline.recommender.library import Library
 from pipeline.schemas.queries import TextRequest
 from pipeline.store import VectorRow, VectorStore
 from pipeline.wiring import model_options, text_support
-from tests.conftest import base_settings
-from tests.query_library import fill, musicnn_library
-from tests.tiny_models import write_tiny_muq
+from tests.fixtures.library import fill, musicnn_library
+from tests.fixtures.models import write_tiny_muq
+from tests.fixtures.services import base_settings
 
 
 def engine_for(settings: Settings, store: VectorStore) -> QueryEngine:

@@ -11,8 +11,7 @@ import pytest
 from pipeline.navidrome.database import TrackAnnotation
 from pipeline.recommender.alchemy import sample_order
 from pipeline.recommender.common import Candidate
-from pipeline.recommender.diversity import Avoid, SelectionRules, lookup_in, select
-from pipeline.recommender.duplicates import same_song_key
+from pipeline.recommender.diversity import Avoid, SelectionRules, lookup_in, same_song_key, select
 from pipeline.recommender.index import TrackInfo
 from pipeline.recommender.merge import merge
 from pipeline.recommender.path import interpolate

@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import QuerySettings
 from pipeline.recommender.library import Library, NotEmbedded
 from pipeline.schemas import EmbeddingEvent
-from pipeline.store import VectorRow, VectorStore, normalise
+from pipeline.store import StoredTrack, VectorRow, VectorStore, normalise
 
 
 def rows(vectors: np.ndarray, start: int = 0) -> list[VectorRow]:
@@ -63,7 +63,7 @@ def test_removals_and_updates_show_in_searches_and_survive_compaction(filled) ->
     query = vectors[0]
     hits = [t for t, _ in index.search(query[None, :], 10)[0]]
     assert hits == brute_force(vectors, query, 10, {int(t[1:]) for t in removed})
-    index.upsert_rows([{"track_id": "t1", "embedding": query, "artist": "new", "extra": {}}])
+    index.upsert_rows([StoredTrack("t1", artist="new", vector=query)])
     assert index.search(query[None, :], 1)[0][0] == ("t1", pytest.approx(1.0, abs=1e-5))
     assert index.info(["t1"])["t1"].artist == "new"
 
@@ -113,7 +113,7 @@ def test_duplicate_pairs_are_scanned_once_and_kept_current(filled, cache: str) -
     def add(copies: dict[str, np.ndarray]) -> None:
         """As the embedder and the embeddings topic do: into Milvus, then the index."""
         store.upsert(name, [VectorRow(t, v) for t, v in copies.items()])
-        index.upsert_rows([{"track_id": t, "embedding": v, "extra": {}} for t, v in copies.items()])
+        index.upsert_rows([StoredTrack(t, vector=v) for t, v in copies.items()])
 
     add({"copy7": near(7), "copy42": near(42)})
     scan = pair_scan(index, 0.02)
@@ -147,10 +147,8 @@ def test_duplicates_asked_during_the_scan_get_a_partial_answer_then_every_pair(f
     library = Library(store, QuerySettings())
     index = library.index("musicnn")
     more = np.random.default_rng(9).normal(size=(20_000, 24)).astype(np.float32)
-    index.upsert_rows(
-        [{"track_id": f"m{i}", "embedding": v, "extra": {}} for i, v in enumerate(more)]
-    )
-    index.upsert_rows([{"track_id": "copy5", "embedding": vectors[5], "extra": {}}])
+    index.upsert_rows([StoredTrack(f"m{i}", vector=v) for i, v in enumerate(more)])
+    index.upsert_rows([StoredTrack("copy5", vector=vectors[5])])
 
     def ask(deadline: float | None) -> tuple[list[tuple[str, str]], list[str]]:
         request = query_request_adapter.validate_python(
@@ -170,7 +168,8 @@ def test_duplicates_asked_during_the_scan_get_a_partial_answer_then_every_pair(f
 
     _, warnings = ask(deadline=1e-6)  # 23,001 tracks take the scan a good second
     assert len(warnings) == 1 and "in the background, ask again" in warnings[0]
-    assert index.pair_scan is not None and index.pair_scan.done.wait(60)
+    scan = duplicates.scan_of(index)
+    assert scan is not None and scan.done.wait(60)
     pairs, warnings = ask(deadline=None)
     assert pairs == [("copy5", "t5")] and warnings == []
 

@@ -24,7 +24,7 @@ def test_upsert_twice_by_the_same_key_leaves_one_row(store: VectorStore) -> None
     store.upsert(name, [VectorRow("a", rng.random(8), artist="first")])
     store.upsert(name, [VectorRow("a", rng.random(8), artist="second")])
     assert store.count(name) == 1
-    assert store.get(name, ["a"])["a"]["artist"] == "second"
+    assert store.get(name, ["a"])["a"].artist == "second"
 
 
 def test_delete_removes_the_row(store: VectorStore) -> None:
