@@ -98,6 +98,9 @@ def decode_audio(
     if decoded is None:
         decoded = _read_librosa(path, start_s, duration)
     data, rate = decoded
+    if rate <= 0:
+        # ffmpeg (through audioread) "decodes" some garbage with a sample rate of 0.
+        raise AudioDecodeError(f"cannot decode {os.path.basename(path)}: no sample rate in it")
     samples = _to_mono(data)
     if samples.size < limits.min_duration_s * rate:
         raise AudioDecodeError(

@@ -217,16 +217,8 @@ class NavidromeSettings(BaseModel):
         "track ids.",
     )
     url: str | None = Field(None, description="Base URL of the Navidrome server (Subsonic API).")
-    local_port: int = Field(
-        4533,
-        ge=1,
-        le=65535,
-        description="Port of the local Navidrome that infra/navidrome-start.sh runs (tests use "
-        "a 39xxx port so a user's own server on 4533 is never touched).",
-    )
-    music_folder: Path | None = Field(
-        None, description="Music folder of the local Navidrome (infra scripts; ~/Music if unset)."
-    )
+    local_port: int = Field(4533, description="Port of infra/navidrome-start.sh's Navidrome.")
+    music_folder: Path | None = Field(None, description="Its music folder (unset: ~/Music).")
     user: str | None = Field(None, description="Subsonic user name.")
     password: SecretStr | None = Field(
         None, description="Subsonic password (SONICBUS_NAVIDROME__PASSWORD)."
@@ -244,12 +236,8 @@ class NavidromeSettings(BaseModel):
         description="Embedders fetch a Navidrome track's original through Subsonic `download` "
         "when its path cannot be read on their machine (needs url, user, password).",
     )
-    download_max_mb: int = Field(
-        1024, ge=1, description="Largest file an embedder downloads from Navidrome (MiB)."
-    )
-    download_timeout_s: float = Field(
-        300.0, gt=0, description="Longest time one download from Navidrome may take."
-    )
+    download_max_mb: int = Field(1024, ge=1, description="Largest download allowed (MiB).")
+    download_timeout_s: float = Field(300.0, gt=0, description="Longest one download may take.")
     path_map: dict[str, str] = Field(
         default_factory=dict,
         description="Navidrome path prefix -> the same folder on this machine, e.g. "

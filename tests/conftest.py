@@ -15,6 +15,5 @@ pytest_plugins = [
     "tests.fixtures.kafka_tool",
     "tests.fixtures.models",
     "tests.fixtures.navidrome",
-    "tests.fixtures.navidrome_fake",
     "tests.fixtures.library",
 ]

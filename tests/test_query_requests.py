@@ -287,37 +287,6 @@ async def test_fingerprint_weights_plays_by_recency(running: Running) -> None:
     assert weights["rock2"] == pytest.approx(4 * 0.5 ** (2 / 30), rel=1e-3)
     assert weights["jazz0"] == pytest.approx(10 * 0.5 ** (200 / 30), rel=1e-3)
 
-    navidrome = await ask(running, type="fingerprint", user_id="alice", limit=5)
-    assert [t.track_id for t in navidrome.extra["seeds"]][:3] == ["rock2", "rock1", "jazz0"]
-    assert set(ids(navidrome)) <= rock and not {"rock1", "rock2"} & set(ids(navidrome))
-
-
-async def test_navidrome_seed_modes_use_plays_stars_and_ratings(running: Running) -> None:
-    lib = running.library
-    recent = await ask(running, type="recommend", seed_mode="recent", user_id="alice", limit=6)
-    assert [t.track_id for t in recent.extra["seeds"]] == ["rock1", "rock2", "jazz0"]
-    assert "metal0" not in ids(recent)  # rated one star: a dislike, never a result
-
-    favorites = await ask(running, type="recommend", seed_mode="favorites", user_id="alice",
-                          limit=5)  # fmt: skip
-    assert [t.track_id for t in favorites.extra["seeds"]] == ["ambient0"]
-    assert set(ids(favorites)) <= set(lib.cluster("ambient"))
-
-    discovery = await ask(running, type="recommend", seed_mode="discovery", user_id="alice",
-                          limit=30)  # fmt: skip
-    assert not {"rock1", "rock2", "jazz0", "metal0", "ambient0"} & set(ids(discovery))
-
-    everything = await ask(running, type="recommend", seed_mode="all", user_id="alice")
-    assert {t.track_id for t in everything.extra["seeds"]} == {
-        "rock1",
-        "rock2",
-        "jazz0",
-        "ambient0",
-    }
-
-    stranger = await ask(running, type="recommend", seed_mode="recent", user_id="bob")
-    assert stranger.error.code == "not_found" and "bob" in stranger.error.message
-
 
 async def test_duplicates_finds_the_copied_recording(running: Running) -> None:
     reply = await ask(running, type="duplicates", threshold=0.02)
