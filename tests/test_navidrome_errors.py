@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from pipeline.catalog import read_tracks
 from pipeline.config import Settings
 from pipeline.navidrome.database import NavidromeDatabase
+from pipeline.navidrome.download import download
 from pipeline.producers.navidrome import DatabaseSource, NavidromeScanner, SubsonicSource
 from pipeline.recommender.engine import QueryEngine
 from pipeline.recommender.library import Library
@@ -116,7 +117,7 @@ async def test_a_user_whose_player_hides_real_paths_is_told_how_to_fix_it(
     write_songs(navidrome_folder, SONGS)
     navidrome_server.rescan()
     user = navidrome_server.create_user()  # not an admin: sonicbus needs none
-    config = navidrome_server.settings(settings, api=True, user=user)
+    config = navidrome_server.settings(settings, api=True, user=user, download_fallback=False)
     error = await scan_error(config, producer, api=True)
     assert "Report Real Path" in error and user in error and "'sonicbus'" in error
 
@@ -201,3 +202,29 @@ async def test_databases_that_are_not_navidromes_are_refused_by_name(
         writer.execute("ROLLBACK")
         writer.close()
     assert await end_offsets(settings, settings.topics.tracks, settings.topics.partitions) == 0
+
+
+async def test_made_up_paths_are_published_for_the_embedders_to_download(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    navidrome_server: NavidromeServer,
+    navidrome_folder: Path,
+    tmp_path: Path,
+) -> None:
+    """A Navidrome on another machine, a player without 'Report Real Path': the scan
+    publishes every track under a `subsonic:<id>/...` path, and `download` serves it."""
+    write_songs(navidrome_folder, SONGS)
+    navidrome_server.rescan()
+    user = navidrome_server.create_user()
+    config = navidrome_server.settings(settings, api=True, user=user)
+    report = await NavidromeScanner(config, SubsonicSource(config.navidrome), producer).scan_once()
+    assert report.ok, report.error
+    published = await read_tracks(settings.kafka, settings.topics.tracks)
+    ids = navidrome_server.ids_by_path(navidrome_folder)
+    assert set(ids.values()) <= set(published)
+    first = (navidrome_folder / SONGS[0].path).resolve()
+    event = published[ids[first]]
+    assert event.path.startswith(f"subsonic:{event.track_id}/") and event.fingerprint is None
+    copy = tmp_path / "copy"
+    size = await download(config.navidrome, event.track_id, str(copy))
+    assert size == first.stat().st_size

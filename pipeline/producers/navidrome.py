@@ -56,6 +56,9 @@ class DatabaseSource:
         return await asyncio.to_thread(self.database.read, self.user)
 
 
+SUBSONIC_PATH_PREFIX = "subsonic:"  # a track only Navidrome can serve (see SubsonicSource)
+
+
 class SubsonicSource:
     def __init__(self, config: NavidromeSettings) -> None:
         if not (config.url and config.user and config.password):
@@ -68,12 +71,26 @@ class SubsonicSource:
         async with SubsonicClient.from_settings(config) as client:
             listing = await client.library(config.page_size)
         virtual = [t for t in listing.tracks if not t.path.startswith("/")]
-        if virtual:
+        if not virtual:
+            return listing
+        if not config.download_fallback:
             raise NavidromeUnavailable(
                 f"Navidrome reports virtual paths (e.g. {virtual[0].path!r}), not the real ones: "
                 f"enable 'Report Real Path' for the player '{config.client_name}' of user "
-                f"'{config.user}' in Navidrome (Settings > Players), then scan again"
+                f"'{config.user}' in Navidrome (Settings > Players), then scan again, or let "
+                "the embedders download the files (navidrome.download_fallback)"
             )
+        # Made-up paths ("Artist/Album/01 - Title.mp3") open nowhere and two songs can share
+        # one, so they must not pass for files: each becomes `subsonic:<id>/<made-up path>`,
+        # unique, and the embedders fetch the file through `download` by its id.
+        log.warning(
+            "Navidrome at %s reports made-up paths for %d track(s) (player '%s' of user '%s' "
+            "without 'Report Real Path'): the embedders will download them through Subsonic",
+            config.url, len(virtual), config.client_name, config.user,
+        )  # fmt: skip
+        for track in virtual:
+            track.path = f"{SUBSONIC_PATH_PREFIX}{track.id}/{track.path}"
+            track.relative_path = None
         return listing
 
 
