@@ -383,6 +383,11 @@ class HttpSettings(BaseModel):
         description="Bearer token of the admin endpoints (re-embed start/cancel, batch/*); "
         "unset: those endpoints answer 403.",
     )
+    client_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the read-only query endpoints (/navidrome/v1/*; the admin "
+        "token works too); unset: those answer loopback callers only.",
+    )
     reply_timeout_s: float = Field(
         10.0, gt=0, le=300, description="How long a bridged request waits for its Kafka reply."
     )

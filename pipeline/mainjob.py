@@ -2,16 +2,18 @@
 
 Starts the local Kafka broker (when the settings point at it) and creates the
 topics, opens Milvus (Lite by default), then runs the filesystem watcher, one
-embedder per configured model and the query service under a `Supervisor`,
-with a live status line. Milvus Lite serves one process at a time, so every component shares the
+embedder per configured model, the query service and the HTTP service (on
+loopback, `http.port`; `--no-http` leaves it out) under a `Supervisor`, with
+a live status line. Milvus Lite serves one process at a time, so every component shares the
 single `VectorStore` opened here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -52,7 +54,11 @@ def status_line(supervisor: Supervisor, watcher: FilesystemWatcher, counts: dict
 
 
 async def run_main_job(
-    settings: Settings, roots: Sequence[Path], models: Sequence[str], console: Console
+    settings: Settings,
+    roots: Sequence[Path],
+    models: Sequence[str],
+    console: Console,
+    http: bool = True,
 ) -> None:
     store = vector_store(settings)
     producer = make_producer(settings.kafka, role="watcher")
@@ -62,6 +68,8 @@ async def run_main_job(
     for model in models:
         components[f"embed-{model}"] = _embedder(settings, model, store)
     components["query"] = _query_service(settings, store)
+    if http:
+        components["http"] = _http_service(settings, store)
     supervisor = Supervisor(components)
     supervisor.install_signal_handlers()
     counts: dict[str, int] = dict.fromkeys(models, 0)
@@ -95,6 +103,42 @@ def _query_service(settings: Settings, store: VectorStore):  # type: ignore[no-u
 
     async def component(stop: asyncio.Event) -> None:
         await run_query_service(shared, stop, store=store)
+
+    return component
+
+
+def _http_service(settings: Settings, store: VectorStore):  # type: ignore[no-untyped-def]
+    """The HTTP service (`sonicbus serve`'s app) on up's own store: Milvus Lite serves one
+    process. The Navidrome plugin's endpoints need only the bus; /healthz and /metrics
+    read the store."""
+
+    async def component(stop: asyncio.Event) -> None:
+        import uvicorn
+
+        from pipeline.http.app import create_app
+        from pipeline.http.runtime import OpsRuntime
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # the supervisor owns SIGINT and SIGTERM
+
+        runtime = OpsRuntime(settings, store=store)
+        await runtime.start()
+        config = uvicorn.Config(create_app(settings, runtime), host=settings.http.host,
+                                port=settings.http.port, log_level="warning")  # fmt: skip
+        server = Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            await asyncio.wait({serving, asyncio.create_task(stop.wait())},
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            server.should_exit = True
+            try:
+                await serving
+            except SystemExit as exc:  # uvicorn exits when it cannot bind
+                raise RuntimeError(f"HTTP service on port {settings.http.port}: {exc}") from None
+        finally:
+            await runtime.stop()
 
     return component
 

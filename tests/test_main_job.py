@@ -12,11 +12,14 @@ import signal
 import subprocess
 from pathlib import Path
 
+import httpx
+
 from pipeline.client import QueryClient
 from pipeline.config import MilvusSettings, Settings
 from pipeline.store import VectorStore
 from tests.fixtures.audio import write_song
 from tests.fixtures.cli import cli_env, sonicbus_command
+from tests.fixtures.navidrome import free_port
 from tests.fixtures.services import TEST_HOME, wait_for
 
 
@@ -29,6 +32,7 @@ async def test_up_embeds_a_folder_and_follows_deletions(
     for i, song in enumerate(songs):
         write_song(song, seconds=5 + i, seed=200 + i)
     prefix = f"up_{settings.topics.prefix.strip('.')}_"
+    http_port = free_port(39600)  # not 9002: a user's own `sonicbus up` may hold that
     env = cli_env(
         settings,
         160,
@@ -37,6 +41,7 @@ async def test_up_embeds_a_folder_and_follows_deletions(
         SONICBUS_MILVUS__URI=milvus_server,
         SONICBUS_MILVUS__COLLECTION_PREFIX=prefix,
         SONICBUS_EMBED__DEVICE="cpu",
+        SONICBUS_HTTP__PORT=str(http_port),
     )
     store = VectorStore(MilvusSettings(collection_prefix=prefix), milvus_server)
     collection = store.collection_name("musicnn")
@@ -70,6 +75,11 @@ async def test_up_embeds_a_folder_and_follows_deletions(
             )
         assert reply.ok, reply.error
         assert sorted(t.track_id for t in reply.tracks) == sorted(h.track_id for h in hits[1:])
+        # ... and over HTTP, as the Navidrome plugin asks (loopback: no token needed).
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as web:
+            body = {"song": {"id": seed, "name": ""}, "count": 5}
+            answer = (await web.post("/navidrome/v1/similar", json=body, timeout=30)).json()
+        assert [m["song"]["id"] for m in answer["matches"]] == [t.track_id for t in reply.tracks]
 
         songs[0].unlink()
         await wait_for(lambda: rows() == 3, timeout=60)

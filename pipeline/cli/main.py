@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from pipeline import infra
-from pipeline.cli import embed, ops, producers, query, reembed
+from pipeline.cli import embed, navidrome, ops, producers, query, reembed
 from pipeline.cli.common import console, fail, fail_with, settings_of
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SonicbusError
@@ -187,8 +187,12 @@ def up_command(
         list[str] | None,
         typer.Option("--model", "-m", help="Embedding model(s); default: embed.models setting."),
     ] = None,
+    no_http: Annotated[
+        bool, typer.Option("--no-http", help="Without the HTTP service (http.host:http.port).")
+    ] = False,
 ) -> None:
-    """The main job: local Kafka + Milvus, the watcher and the embedders, supervised."""
+    """The main job: local Kafka + Milvus, the watcher, the embedders, the query and HTTP
+    services (the Navidrome plugin's way in), supervised."""
     from models.registry import available_models
     from pipeline.mainjob import prepare_services, run_main_job
 
@@ -200,6 +204,9 @@ def up_command(
     unknown = [m for m in models if m not in available_models()]
     if unknown:
         raise fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
+    http = f"{settings.http.host}:{settings.http.port}"
+    if not no_http and infra.port_open(settings.http.port, settings.http.host):
+        raise fail(f"HTTP port {http} is taken: set http.port (SONICBUS_HTTP__PORT) or --no-http")
     try:
         prepare_services(settings)
     except infra.InfraError as exc:
@@ -209,8 +216,9 @@ def up_command(
     console.print(
         f"Kafka {settings.kafka.bootstrap_servers} · Milvus {settings.milvus_uri} · "
         f"models {', '.join(models)} · music {', '.join(map(str, music_dirs))}"
+        + ("" if no_http else f" · HTTP http://{http} (Navidrome plugin: /navidrome/v1)")
     )
-    asyncio.run(run_main_job(settings, music_dirs, models, console))
+    asyncio.run(run_main_job(settings, music_dirs, models, console, http=not no_http))
 
 
 # The commands of each group, after the local setup's own (`sonicbus --help` lists them so).
@@ -219,6 +227,7 @@ embed.register(app)
 query.register(app, schemas_app)
 ops.register(app)
 reembed.register(app)
+navidrome.register(app)
 
 
 def main() -> None:

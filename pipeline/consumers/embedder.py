@@ -34,7 +34,7 @@ from pipeline.consumers.worker import (
 )
 from pipeline.navidrome.database import NavidromeUnavailable
 from pipeline.navidrome.download import NavidromeRefused, reachable_audio
-from pipeline.schemas import EmbeddingEvent, TrackEvent
+from pipeline.schemas import EmbeddingEvent, TrackEvent, TrackMetadata
 from pipeline.schemas.embeddings import NearDuplicate, StageTimings
 from pipeline.store import StoreUnavailable, VectorRow, VectorStore
 from pipeline.topics import embed_group
@@ -227,7 +227,7 @@ class Embedder:
             duration=meta.duration_s or 0.0,
             fingerprint=event.fingerprint.token() if event.fingerprint else "",
             model_version=self.model.model.model_version,
-            extra={**embedding.extra, "path": event.path},
+            extra={**embedding.extra, "path": event.path, **musicbrainz_ids(meta)},
         )
 
     def _event(
@@ -307,3 +307,11 @@ async def run_embedder(
         model.close()
         if own_store:
             store.close()
+
+
+def musicbrainz_ids(meta: TrackMetadata) -> dict[str, str]:
+    """The MusicBrainz ids kept in a row's `extra` (the query service resolves Navidrome's
+    songs by them): mbid (recording), album_mbid, artist_mbid; only those that are set."""
+    ids = {"mbid": meta.mbz_recording_id, "album_mbid": meta.mbz_album_id,
+           "artist_mbid": meta.mbz_artist_id}  # fmt: skip
+    return {k: v for k, v in ids.items() if v}

@@ -12,12 +12,15 @@ Endpoints (OpenAPI at /openapi.json, try them at /docs):
   the older HTTP API, bridged (bridge.py): recommendations go to the query
   service as QueryRequests over Kafka (QueryClient) and come back from its
   replies; the batch job is a replay per model.
+- POST /navidrome/v1/similar, POST /navidrome/v1/path: what the Navidrome plugin
+  asks (navidrome.py), bridged onto the bus the same way.
 `/embed_text` is answered here, with the encoders the query service uses
 (models/text.py): the request/reply contract has no operation that returns a
 vector, and a prompt's vector needs no library.
 
-Admin endpoints take `Authorization: Bearer <http.admin_token>`: 401 without
-or with a wrong token, 403 when no token is configured (they stay off).
+Who may call what is decided in one place, `pipeline.http.auth`: the admin
+token for the writing endpoints, the client token (or the admin token) for the
+read-only query endpoints, loopback only for those while no client token is set.
 """
 
 from __future__ import annotations
@@ -25,14 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 
@@ -40,6 +41,8 @@ from pipeline import infra
 from pipeline.config import Settings
 from pipeline.errors import SonicbusError
 from pipeline.http import bridge
+from pipeline.http.auth import admin_access, reader_access
+from pipeline.http.navidrome import navidrome_router
 from pipeline.http.runtime import OpsRuntime
 from pipeline.ops.progress import (
     ReplayProgress,
@@ -63,7 +66,6 @@ from pipeline.store import StoreUnavailable, VectorStore
 log = logging.getLogger(__name__)
 
 
-BEARER = HTTPBearer(auto_error=False, description="http.admin_token")
 
 
 class ReembedRequest(BaseModel):
@@ -108,17 +110,8 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
     def rt() -> OpsRuntime:
         return app.state.runtime  # type: ignore[no-any-return]
 
-    def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        token = settings.http.admin_token
-        if token is None:
-            raise HTTPException(403, "admin endpoints are off: set http.admin_token "
-                                "(SONICBUS_HTTP__ADMIN_TOKEN)")  # fmt: skip
-        given = credentials.credentials if credentials else ""
-        if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-
-    admin_only = [Depends(admin)]
+    admin_only = [Depends(admin_access(settings.http))]
+    reader_only = [Depends(reader_access(settings.http))]
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -203,9 +196,9 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
         return await discard_replay(settings, rt().store, model, wait_s)
 
     @app.post("/recommendations/{mode}", response_model=bridge.RecommendationResponse,
-              tags=["older API"])  # fmt: skip
+              tags=["older API"], dependencies=reader_only)  # fmt: skip
     @app.post("/playlist/{mode}", response_model=bridge.RecommendationResponse,
-              tags=["older API"], include_in_schema=False)  # fmt: skip
+              tags=["older API"], include_in_schema=False, dependencies=reader_only)  # fmt: skip
     async def recommendations(
         mode: str, body: bridge.RecommendationRequest
     ) -> bridge.RecommendationResponse:
@@ -219,7 +212,10 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
             raise HTTPException(status, f"{reply.error.code}: {reply.error.message}")
         return bridge.from_reply(reply, body)
 
-    @app.post("/embed_text", response_model=bridge.TextEmbeddingResponse, tags=["older API"])
+    app.include_router(navidrome_router(settings, lambda: rt().client))
+
+    @app.post("/embed_text", response_model=bridge.TextEmbeddingResponse, tags=["older API"],
+              dependencies=reader_only)  # fmt: skip
     async def embed_text(body: bridge.TextEmbeddingRequest) -> bridge.TextEmbeddingResponse:
         return await asyncio.to_thread(rt().text_embedding, body)
 

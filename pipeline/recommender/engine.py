@@ -122,6 +122,8 @@ def scored(candidate: Candidate, info: dict[str, TrackInfo]) -> ScoredTrack:
         title=track.title or None,
         album=track.album or None,
         found_by=candidate.found_by,
+        mbid=track.mbid or None,
+        duration=round(track.duration, 3) or None,
     )
 
 

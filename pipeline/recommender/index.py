@@ -65,6 +65,10 @@ class TrackInfo:
     artist: str = ""
     title: str = ""
     album: str = ""
+    duration: float = 0.0
+    mbid: str = ""  # MusicBrainz recording id (the row's extra["mbid"])
+    album_mbid: str = ""
+    artist_mbid: str = ""
 
     @cached_property
     def artist_key(self) -> str:
@@ -78,6 +82,18 @@ class TrackInfo:
         if not self.title.strip():
             return None
         return _words(self.artist), _words(_VERSION_NOISE.sub(" ", self.title))
+
+
+def track_info(row: StoredTrack) -> TrackInfo:
+    """A row's metadata; the MusicBrainz ids are in `extra` (stored by the embedders)."""
+    extra = row.extra
+
+    def text(key: str) -> str:
+        value = extra.get(key)
+        return value if isinstance(value, str) else ""
+
+    return TrackInfo(row.track_id, row.artist, row.title, row.album, float(row.duration or 0.0),
+                     text("mbid"), text("album_mbid"), text("artist_mbid"))  # fmt: skip
 
 
 @dataclass
@@ -167,7 +183,7 @@ class ModelIndex:
                 elif not self._alive[at]:
                     self._dead -= 1
                 self._alive[at] = True
-                self._info[at] = TrackInfo(track_id, row.artist, row.title, row.album)
+                self._info[at] = track_info(row)
                 self._set_tags(at, row.extra.get("tags"))
                 positions.append(at)
             if vectors is not None and self._vectors is not None:

@@ -21,6 +21,7 @@ from pipeline.errors import InvalidInput, NotFound
 from pipeline.recommender.common import Candidate, Outcome, QueryContext
 from pipeline.recommender.diversity import artist_key
 from pipeline.recommender.index import ModelIndex
+from pipeline.recommender.songs import resolve_song
 
 
 def interpolate(start: np.ndarray, end: np.ndarray, t: float, spherical: bool) -> np.ndarray:
@@ -44,8 +45,23 @@ def run(ctx: QueryContext) -> Outcome:
     if len(indexes) > 1:
         ctx.warn(f"path travels through one model's space: {index.model}")
     start, end = request.start_track_id, request.end_track_id
+    refs = {"start": request.start, "end": request.end}
+    if request.start is not None:
+        start = resolve_song(indexes, request.start)
+    if request.end is not None:
+        end = resolve_song(indexes, request.end)
+    unresolved = [f"{n} song {r.describe()}" for n, r in refs.items() if r is not None and
+                  (start if n == "start" else end) is None]  # fmt: skip
+    if unresolved:
+        ctx.warn(
+            f"not in sonicbus' library (unknown, or not embedded yet): {'; '.join(unresolved)}"
+        )
+        return Outcome(tracks=[])
+    if start == end and request.start is not None and index.known([start]):
+        ctx.warn("start and end are the same song: the path is that song alone")
+        return Outcome(tracks=[Candidate(start, 1.0, {index.model: 1.0})])
     if start == end:
-        raise InvalidInput("start_track_id and end_track_id are the same track")
+        raise InvalidInput("start and end are the same track: a path needs two tracks")
     found, vectors = index.vectors([start, end])
     missing = [t for t in (start, end) if t not in found]
     if missing:

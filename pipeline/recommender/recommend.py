@@ -31,6 +31,7 @@ from pipeline.recommender.index import ModelIndex
 from pipeline.recommender.merge import merge
 from pipeline.recommender.penalties import PenaltySet
 from pipeline.recommender.seeds import SeedPlan, mode_seeds
+from pipeline.recommender.songs import resolve_album, resolve_artist, resolve_song
 from pipeline.schemas.queries import DirectEmbedding
 
 
@@ -38,8 +39,11 @@ def run(ctx: QueryContext) -> Outcome:
     request = ctx.request
     indexes = ctx.models()
     plan = seed_plan(ctx)
+    refs = ref_seeds(ctx, indexes, plan)
     unknown = warn_unknown(ctx, indexes, [*plan.positive, *plan.dislikes])
     embeddings = usable_embeddings(ctx, indexes)
+    if refs and not plan.positive and not embeddings and not request.seeds:
+        return Outcome(tracks=[])  # Navidrome seeds unknown here: warned, an empty answer
     if not plan.positive and not embeddings:
         if request.embeddings and not plan.positive:
             raise InvalidInput("no usable embedding: " + "; ".join(ctx.warnings))
@@ -106,6 +110,27 @@ def seed_plan(ctx: QueryContext) -> SeedPlan:
     for track_id in plan.dislikes:
         plan.positive.pop(track_id, None)
     return plan
+
+
+def ref_seeds(ctx: QueryContext, indexes: Sequence[ModelIndex], plan: SeedPlan) -> bool:
+    """Adds the request's Navidrome songs (weight 1) and albums' and artists' tracks (weight
+    1 / their count each) to `plan`; warns about those that resolve to nothing. True when
+    the request had any."""
+    request = ctx.request
+    for song in request.songs:
+        track_id = resolve_song(indexes, song)
+        if track_id is None:
+            ctx.warn(f"song {song.describe()} is not in sonicbus' library; ignored")
+        else:
+            plan.add(track_id, 1.0)
+    groups = [(f"album {a.name!r}", resolve_album(indexes, a)) for a in request.albums]
+    groups += [(f"artist {a.name!r}", resolve_artist(indexes, a)) for a in request.artists]
+    for what, ids in groups:
+        if not ids:
+            ctx.warn(f"{what} has no track in sonicbus' library; ignored")
+        for track_id in ids[: ctx.settings.seed_limit]:
+            plan.add(track_id, 1.0 / min(len(ids), ctx.settings.seed_limit))
+    return bool(request.songs or request.albums or request.artists)
 
 
 def usable_embeddings(

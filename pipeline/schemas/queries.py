@@ -11,10 +11,18 @@ import math
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ReplyCode
 from pipeline.schemas.base import Record, SchemaError, describe_validation_error, utc_now
+from pipeline.schemas.songs import AlbumRef, ArtistRef, SongRef
 
 MAX_LIMIT = 500
 MAX_PROMPT_CHARS = 2000
@@ -73,6 +81,15 @@ class RecommendRequest(QueryBase):
         None, ge=0.0, le=1.0, description="Penalty factor; default: the service's (0.85)."
     )
     duplicate_threshold: float | None = Field(0.02, ge=0.0, le=2.0)
+    songs: list[SongRef] = Field(
+        default_factory=list, max_length=1000, description="Seeds as Navidrome songs (weight 1)."
+    )
+    albums: list[AlbumRef] = Field(
+        default_factory=list, max_length=50, description="Albums' tracks as seeds."
+    )
+    artists: list[ArtistRef] = Field(
+        default_factory=list, max_length=50, description="Artists' tracks as seeds."
+    )
 
 
 class TextRequest(QueryBase):
@@ -87,18 +104,42 @@ class TextRequest(QueryBase):
 
 
 class SimilarRequest(QueryBase):
+    """Exactly one seed: `track_id`, or a Navidrome `song`, `album` or `artist`."""
+
     type: Literal["similar"] = "similar"
-    track_id: str = Field(min_length=1, max_length=256)
+    track_id: str | None = Field(None, min_length=1, max_length=256)
+    song: SongRef | None = None
+    album: AlbumRef | None = Field(None, description="Its tracks are the seeds (artist cap 2).")
+    artist: ArtistRef | None = Field(None, description="Its tracks are the seeds (artist cap 2).")
     ordering: Literal["ranked", "radius_walk"] = "ranked"
+    diversity: float = Field(0.0, ge=0.0, le=1.0, description="MMR lambda; 0 = pure similarity.")
+
+    @model_validator(mode="after")
+    def _one_seed(self) -> SimilarRequest:
+        given = [n for n in ("track_id", "song", "album", "artist") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of track_id, song, album, artist (got {given or 'none'})"
+            )
+        return self
 
 
 class PathRequest(QueryBase):
     type: Literal["path"] = "path"
-    start_track_id: str = Field(min_length=1, max_length=256)
-    end_track_id: str = Field(min_length=1, max_length=256)
+    start_track_id: str | None = Field(None, min_length=1, max_length=256)
+    end_track_id: str | None = Field(None, min_length=1, max_length=256)
+    start: SongRef | None = Field(None, description="The start as a Navidrome song.")
+    end: SongRef | None = Field(None, description="The end as a Navidrome song.")
     steps: int = Field(10, ge=2, le=200)
     interpolation: Literal["linear", "spherical"] = "linear"
     exact_length: bool = False
+
+    @model_validator(mode="after")
+    def _both_ends(self) -> PathRequest:
+        for name in ("start", "end"):
+            if (getattr(self, f"{name}_track_id") is None) == (getattr(self, name) is None):
+                raise ValueError(f"give exactly one of {name}_track_id and {name}")
+        return self
 
 
 class AlchemyRequest(QueryBase):
@@ -146,6 +187,8 @@ class ScoredTrack(BaseModel):
     title: str | None = None
     album: str | None = None
     found_by: list[str] = Field(default_factory=list)
+    mbid: str | None = Field(None, description="MusicBrainz recording id, when tagged.")
+    duration: float | None = Field(None, description="Seconds, when known.")
 
 
 class DuplicatePair(BaseModel):
