@@ -2,12 +2,15 @@
 # Start a Navidrome server on loopback (built by navidrome-fetch.sh), or reuse the one
 # running. Creates the admin user on first use, then waits until the server answers and
 # the scan of the music folder that Navidrome runs at every start has finished.
-# It makes no outbound calls: external services, agents, insights, plugins are off.
+# It makes no outbound calls: external services, agents, insights, plugins are off (plugins
+# on only with SONICBUS_NAVIDROME_PLUGINS_FOLDER, e.g. for plugins/navidrome).
 # The folder watcher is off too: after changing the music folder run infra/navidrome-scan.sh.
 # Env: SONICBUS_NAVIDROME__LOCAL_PORT (4533), SONICBUS_NAVIDROME__MUSIC_FOLDER ($HOME/Music),
 #      SONICBUS_NAVIDROME_DATA (data dir), SONICBUS_NAVIDROME__USER (admin),
 #      SONICBUS_NAVIDROME__PASSWORD (default: generated once into $DATA/admin-password),
 #      SONICBUS_NAVIDROME_VERSION (v0.63.2), SONICBUS_NAVIDROME_SCAN_TIMEOUT (3600 s),
+#      SONICBUS_NAVIDROME_PLUGINS_FOLDER (plugins on, from this folder; default off),
+#      SONICBUS_NAVIDROME_AGENTS (the Agents setting, e.g. "sonicbus"; default none),
 #      SONICBUS_CACHE_DIR, SONICBUS_HOME.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -95,6 +98,18 @@ music="$(cd "$NAVIDROME_MUSIC" && pwd)"
 "$INFRA_DIR/navidrome-fetch.sh" >/dev/null
 mkdir -p "$NAVIDROME_DATA"
 load_password
+plugins_folder="${SONICBUS_NAVIDROME_PLUGINS_FOLDER:-}"
+plugins_enabled=false
+if [ -n "$plugins_folder" ]; then
+  mkdir -p "$plugins_folder"
+  plugins_folder="$(cd "$plugins_folder" && pwd)"
+  plugins_enabled=true
+fi
+agents="${SONICBUS_NAVIDROME_AGENTS:-}"
+# Navidrome empties Agents when external services are off: on only for configured agents
+# (the built-in Last.fm, Deezer and ListenBrainz agents stay off below).
+external=false
+[ -z "$agents" ] || external=true
 cat > "$config" <<TOML
 # Written by infra/navidrome-start.sh at every start; edits are lost.
 Address = "127.0.0.1"
@@ -103,10 +118,10 @@ MusicFolder = "$(toml_str "$music")"
 DataFolder = "$(toml_str "$NAVIDROME_DATA")"
 LogLevel = "info"
 # Nothing calls out: no agents (Last.fm, Deezer, ListenBrainz), insights, gravatar,
-# external artwork, login backgrounds, plugins.
-EnableExternalServices = false
+# external artwork, login backgrounds; plugins and plugin agents only when asked for.
+EnableExternalServices = $external
 EnableInsightsCollector = false
-Agents = ""
+Agents = "$(toml_str "$agents")"
 EnableGravatar = false
 EnableM3UExternalAlbumArt = false
 UILoginBackgroundURL = "data:,"
@@ -130,7 +145,8 @@ Enabled = false
 Enabled = false
 
 [Plugins]
-Enabled = false
+Enabled = $plugins_enabled
+Folder = "$(toml_str "$plugins_folder")"
 
 [Backup]
 Schedule = ""

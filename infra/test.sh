@@ -38,6 +38,9 @@ bash infra/navidrome-fetch.sh >/dev/null   # built once into the cache (minutes 
 mkdir -p "$SONICBUS_TEST_HOME/navidrome-music-$SONICBUS_TEST_NAVIDROME_PORT"
 env "${navidrome_env[@]}" bash infra/navidrome-start.sh
 
+# The Navidrome plugin (Go -> wasm, reproducible .ndp): the tests and a bench load it.
+bash plugins/navidrome/build.sh >/dev/null
+
 .venv/bin/ruff check .
 .venv/bin/lint-imports   # the import layers and no circles (.importlinter)
 

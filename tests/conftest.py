@@ -15,5 +15,6 @@ pytest_plugins = [
     "tests.fixtures.kafka_tool",
     "tests.fixtures.models",
     "tests.fixtures.navidrome",
+    "tests.fixtures.navidrome_plugin",
     "tests.fixtures.library",
 ]
