@@ -1,16 +1,13 @@
-"""The sonicbus plugin (plugins/navidrome) inside a real Navidrome 0.63.2.
+"""The sonicbus plugin (plugins/navidrome) inside a real Navidrome 0.63.2, end to end
+(its own mechanics, against a stand-in for sonicbus: tests/test_navidrome_plugin_mechanics.py).
 
-First the plugin's own mechanics, against a recording stand-in for sonicbus' /navidrome/v1
-endpoints: the package loads, is enabled through Navidrome's API, both capabilities are
-detected (the sonicSimilarity extension is advertised, Instant Mix asks the plugin), what
-it sends (body, bearer token, config), that nothing is cached, and that a slow or failing
-sonicbus ends at the configured timeout with one log line.
-
-Then end to end, on one music folder of real audio that Navidrome scans: the Navidrome
+End to end, on one music folder of real audio that Navidrome scans: the Navidrome
 scan producer publishes it, the MusiCNN embedder embeds it into Milvus, the query service
 answers on Kafka and the HTTP service (uvicorn, loopback) bridges the plugin's calls:
 Instant Mix equals `sonicbus ask similar`, getSonicSimilarTracks and findSonicPath,
-artist radio under the artist cap, and the query service stopped.
+artist radio under the artist cap, bad input (`count` 0 or 10,000, a path from a song to
+itself, a song not embedded yet, a removed track, a wrong token), and the query service
+stopped.
 
 Navidrome is called from threads (asyncio.to_thread): its plugin calls back into the
 HTTP service, which runs on this event loop.
@@ -20,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -42,259 +41,21 @@ from pipeline.topics import ensure_topics
 from tests.fixtures.cli import sonicbus
 from tests.fixtures.navidrome import NavidromeError, Song, free_port, write_songs
 from tests.fixtures.navidrome_plugin import (
-    Exchange,
+    Library,
     PluginNavidrome,
-    SonicbusStandIn,
-    read_package,
+    extensions,
+    plugin_lines,
+    serve_http,
+    small_library,
+    songs_of,
+    sonic_matches,
 )
 from tests.fixtures.services import base_settings, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 TOKEN = "client-token-for-the-plugin"
-
-
-def songs_of(body: dict[str, Any], key: str = "similarSongs2") -> list[dict[str, Any]]:
-    return (body.get(key) or {}).get("song") or []
-
-
-def sonic_matches(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return body.get("sonicMatch") or []
-
-
-def extensions(server: PluginNavidrome) -> set[str]:
-    body = server.subsonic("getOpenSubsonicExtensions")
-    return {e["name"] for e in body.get("openSubsonicExtensions") or []}
-
-
-def plugin_lines(server: PluginNavidrome, since: int) -> list[str]:
-    """The plugin's own log lines after line `since` of Navidrome's log."""
-    return [line for line in server.log_lines()[since:] if "sonicbus plugin:" in line
-            and "plugin=sonicbus" in line]  # fmt: skip
-
-
-def small_library(artists: int, per_artist: int, seconds: float) -> list[Song]:
-    return [
-        Song(
-            f"Artist {a}/Album {a}/{t + 1:02d} - Song {a}-{t}.flac",
-            TrackMetadata(
-                title=f"Song {a}-{t}",
-                artist=f"Artist {a}",
-                album_artist=f"Artist {a}",
-                album=f"Album {a}",
-                track_number=t + 1,
-            ),
-            seconds=seconds,
-        )
-        for a in range(artists)
-        for t in range(per_artist)
-    ]
-
-
-@dataclass
-class Library:
-    """Navidrome's ids of the songs, albums and artists of a music folder."""
-
-    songs: dict[str, str]  # title -> id
-    albums: dict[str, str]  # name -> id
-    artists: dict[str, str]  # name -> id
-    artist_of: dict[str, str]  # song id -> artist name
-
-    @classmethod
-    def read(cls, server: PluginNavidrome) -> Library:
-        listed = server.songs()
-        return cls(
-            {s["title"]: s["id"] for s in listed},
-            {s["album"]: s["albumId"] for s in listed},
-            {s["artist"]: s["artistId"] for s in listed},
-            {s["id"]: s["artist"] for s in listed},
-        )
-
-
-# -- the plugin's mechanics, against a stand-in --------------------------------------------
-
-
-@dataclass
-class Mechanics:
-    server: PluginNavidrome
-    stand_in: SonicbusStandIn
-    library: Library
-    state: dict[str, Any]  # what the stand-in answers now: "matches", "status"
-
-
-@pytest.fixture(scope="module")
-def mechanics(
-    plugin_navidrome_factory: Callable[..., PluginNavidrome],
-    sonicbus_stand_in: Callable[..., SonicbusStandIn],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Mechanics:
-    music = tmp_path_factory.mktemp("mechanics-music")
-    write_songs(music, small_library(artists=3, per_artist=2, seconds=2.0))
-    state: dict[str, Any] = {"matches": []}
-
-    def reply(_: Exchange) -> tuple[int, Any]:
-        return state.get("status", 200), {"matches": state["matches"], "warnings": []}
-
-    stand_in = sonicbus_stand_in(reply)
-    server = plugin_navidrome_factory(music)
-    return Mechanics(server, stand_in, Library.read(server), state)
-
-
-def answer_with(mech: Mechanics, titles: list[str], status: int = 200) -> None:
-    """The stand-in answers these songs (by id, with descending similarity) from now on."""
-    ids = mech.library.songs
-    mech.state["matches"] = [
-        {"song": {"id": ids[t], "name": t}, "similarity": round(1 - 0.1 * (i + 1), 3)}
-        for i, t in enumerate(titles)
-    ]
-    mech.state["status"] = status
-
-
-def test_the_package_is_reproducible_and_lists_the_capabilities_exports(
-    plugin_package: Path, tmp_path: Path
-) -> None:
-    from tests.fixtures.navidrome_plugin import build_plugin
-
-    again = build_plugin(tmp_path / "again")
-    assert again.read_bytes() == plugin_package.read_bytes()  # byte-identical .ndp
-    manifest, wasm = read_package(plugin_package)
-    assert manifest["permissions"]["http"]["requiredHosts"] == []  # filled at install
-    assert set(manifest["config"]["schema"]["properties"]) == {
-        "sonicbus_url", "token", "models", "timeout_ms", "diversity", "max_per_artist"
-    }  # fmt: skip
-    for export in ("nd_get_sonic_similar_tracks", "nd_find_sonic_path",
-                   "nd_get_similar_songs_by_track", "nd_get_similar_songs_by_album",
-                   "nd_get_similar_songs_by_artist"):  # fmt: skip
-        assert export.encode() in wasm
-
-
-def test_enabled_through_the_api_both_capabilities_answer(mechanics: Mechanics) -> None:
-    server, lib = mechanics.server, mechanics.library
-    record = server.plugin()
-    if not record.get("enabled"):  # a new plugin is stored disabled
-        assert "sonicSimilarity" not in extensions(server)
-    server.enable({"sonicbus_url": mechanics.stand_in.url, "token": TOKEN, "timeout_ms": 3000})
-    assert server.plugin()["enabled"] is True
-    # SonicSimilarity detected: the extension is advertised and its endpoint answers.
-    assert "sonicSimilarity" in extensions(server)
-    answer_with(mechanics, ["Song 1-0", "Song 2-1"])
-    sonic = sonic_matches(server.subsonic("getSonicSimilarTracks", id=lib.songs["Song 0-0"]))
-    assert [m["entry"]["id"] for m in sonic] == [lib.songs["Song 1-0"], lib.songs["Song 2-1"]]
-    assert [m["similarity"] for m in sonic] == [0.9, 0.8]
-    # MetadataAgent detected (and listed in Agents): Instant Mix asks the plugin.
-    mix = songs_of(server.subsonic("getSimilarSongs2", id=lib.songs["Song 0-0"], count=5))
-    assert [s["id"] for s in mix] == [lib.songs["Song 1-0"], lib.songs["Song 2-1"]]
-
-
-def test_what_the_plugin_sends_to_sonicbus(mechanics: Mechanics) -> None:
-    server, lib, seen = mechanics.server, mechanics.library, mechanics.stand_in.seen
-    server.enable({
-        "sonicbus_url": mechanics.stand_in.url + "/", "token": TOKEN, "timeout_ms": 3000,
-        "models": "musicnn, muq", "diversity": 0.3, "max_per_artist": 2,
-    })  # fmt: skip
-    answer_with(mechanics, ["Song 1-1"])
-    seed = lib.songs["Song 0-1"]
-    calls = [
-        ("getSimilarSongs2", {"id": seed, "count": 7}),
-        ("getSimilarSongs2", {"id": lib.albums["Album 1"], "count": 8}),
-        ("getSimilarSongs2", {"id": lib.artists["Artist 2"], "count": 9}),
-        ("getSonicSimilarTracks", {"id": seed, "count": 4}),
-        ("findSonicPath", {"startSongId": seed, "endSongId": lib.songs["Song 2-0"], "count": 5}),
-    ]
-    before = len(seen)
-    for endpoint, params in calls:
-        server.subsonic(endpoint, **params)
-    sent = seen[before:]
-    assert [e.path for e in sent] == ["/navidrome/v1/similar"] * 4 + ["/navidrome/v1/path"]
-    assert {e.headers.get("authorization") for e in sent} == {f"Bearer {TOKEN}"}
-    assert {e.headers.get("content-type") for e in sent} == {"application/json"}
-    track, album, artist, sonic, path = (e.body for e in sent)
-    options = {"models": ["musicnn", "muq"], "diversity": 0.3, "max_per_artist": 2}
-    assert track["song"] == {"id": seed, "name": "Song 0-1", "artist": "Artist 0"}
-    assert {k: track[k] for k in options} == options and track["count"] == 7
-    assert album["album"] == {"id": lib.albums["Album 1"], "name": "Album 1", "artist": "Artist 1"}
-    assert album["count"] == 8 and "song" not in album
-    assert artist["artist"] == {"id": lib.artists["Artist 2"], "name": "Artist 2"}
-    assert artist["count"] == 9
-    # The sonic endpoints get Navidrome's full SongRef (album, artists, duration).
-    assert sonic["song"]["id"] == seed and sonic["song"]["album"] == "Album 0"
-    assert sonic["song"]["durationMs"] == 2000 and sonic["song"]["artists"][0]["name"] == "Artist 0"
-    assert (path["start"]["id"], path["end"]["id"], path["count"]) == (
-        seed, lib.songs["Song 2-0"], 5
-    )  # fmt: skip
-    assert path["models"] == ["musicnn", "muq"] and "diversity" not in path
-    # The plugin tells the bridge its deadline, a little shorter than its own.
-    assert 0 < track["timeout_s"] < 3.0
-
-    server.enable({"sonicbus_url": mechanics.stand_in.url, "timeout_ms": 3000})  # no token
-    server.subsonic("getSonicSimilarTracks", id=seed, count=3)
-    assert "authorization" not in seen[-1].headers
-    assert set(seen[-1].body) == {"song", "count", "timeout_s"}
-
-
-def test_no_answer_is_cached(mechanics: Mechanics) -> None:
-    server, lib = mechanics.server, mechanics.library
-    server.enable({"sonicbus_url": mechanics.stand_in.url, "token": TOKEN, "timeout_ms": 3000})
-    seed = lib.songs["Song 0-0"]
-    for titles in (["Song 1-0"], ["Song 2-0", "Song 2-1"], ["Song 1-1"]):
-        answer_with(mechanics, titles)
-        mix = songs_of(server.subsonic("getSimilarSongs2", id=seed, count=5))
-        assert [s["id"] for s in mix] == [lib.songs[t] for t in titles]
-        sonic = sonic_matches(server.subsonic("getSonicSimilarTracks", id=seed, count=5))
-        assert [m["entry"]["id"] for m in sonic] == [lib.songs[t] for t in titles]
-
-
-def test_a_slow_or_refusing_sonicbus_ends_at_the_timeout_with_one_log_line(
-    mechanics: Mechanics,
-) -> None:
-    server, lib, stand_in = mechanics.server, mechanics.library, mechanics.stand_in
-    server.enable({"sonicbus_url": stand_in.url, "token": TOKEN, "timeout_ms": 1500})
-    seed = lib.songs["Song 0-0"]
-    answer_with(mechanics, ["Song 1-0"])
-    stand_in.delay_s = 6.0
-    try:
-        since = len(server.log_lines())
-        start = time.monotonic()
-        mix = songs_of(server.subsonic("getSimilarSongs2", id=seed, count=5))
-        took = time.monotonic() - start
-        assert mix == []  # only the plugin is an agent here: nothing to fall back to
-        assert 1.4 <= took <= 2.5, took  # the configured 1.5 s, not the stand-in's 6 s
-        [line] = plugin_lines(server, since)
-        assert "level=warning" in line and "within timeout_ms=1500" in line, line
-
-        since = len(server.log_lines())
-        start = time.monotonic()
-        with pytest.raises(NavidromeError):  # no provider answer: Navidrome says so
-            server.subsonic("getSonicSimilarTracks", id=seed, count=5)
-        assert time.monotonic() - start <= 2.5
-        assert len(plugin_lines(server, since)) == 1
-    finally:
-        stand_in.delay_s = 0.0
-
-    # A refusal (a wrong token): at once, with what sonicbus said and a hint.
-    answer_with(mechanics, ["Song 1-0"], status=401)
-    since = len(server.log_lines())
-    assert songs_of(server.subsonic("getSimilarSongs2", id=seed, count=5)) == []
-    [line] = plugin_lines(server, since)
-    assert "answered HTTP 401" in line and "token" in line, line
-    answer_with(mechanics, ["Song 1-0"])
-
-
-def test_sonicbus_host_missing_from_the_manifest_is_one_clear_line(
-    plugin_navidrome_factory: Callable[..., PluginNavidrome],
-    mechanics: Mechanics,
-    tmp_path: Path,
-) -> None:
-    # A package installed for another host (a prebuilt one, say): Navidrome refuses the call.
-    server = plugin_navidrome_factory(tmp_path / "music", hosts=["sonicbus.example.org"])
-    server.enable({"sonicbus_url": mechanics.stand_in.url, "timeout_ms": 2000})
-    write_songs(server.music, small_library(1, 2, 2.0))
-    server.rescan()
-    seed = Library.read(server).songs["Song 0-0"]
-    since = len(server.log_lines())
-    assert songs_of(server.subsonic("getSimilarSongs2", id=seed, count=5)) == []
-    [line] = plugin_lines(server, since)
-    assert "not allowed" in line and "requiredHosts" in line, line
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 # -- end to end: Navidrome -> plugin -> HTTP service -> Kafka -> query service -> back -------
@@ -311,28 +72,6 @@ class Stack:
 
 
 ARTISTS, PER_ARTIST = 5, 4
-
-
-async def serve_http(settings: Settings, store: VectorStore, port: int) -> AsyncIterator[str]:
-    """The HTTP service (create_app) on loopback, in this event loop, until closed."""
-    import uvicorn
-
-    from pipeline.http.app import create_app
-    from pipeline.http.runtime import OpsRuntime
-
-    runtime = OpsRuntime(settings, store=store)
-    await runtime.start()
-    config = uvicorn.Config(create_app(settings, runtime), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started, timeout=30, interval=0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        await runtime.stop()
 
 
 @pytest.fixture(scope="module")
@@ -465,6 +204,121 @@ async def test_album_and_artist_radio_hold_the_artist_cap(stack: Stack) -> None:
             assert len({s["id"] for s in radio}) == len(radio)
     finally:
         await asyncio.to_thread(stack.server.enable, stack.config)
+
+
+# -- bad input, end to end (after the tests that compare with `ask similar`: it changes the library)
+
+CRASHED = ("panic", "goroutine ", "fatal error", "Traceback")
+
+
+async def bad_input(stack: Stack, endpoint: str, **params: Any) -> tuple[dict[str, Any], list[str]]:
+    """Navidrome answers HTTP 200 with a Subsonic status (ok, or an error saying why) within
+    the plugin's timeout and its log shows no crash; returns the answer and the plugin's lines."""
+    server, salt = stack.server, secrets.token_hex(8)
+    since = len(await asyncio.to_thread(server.log_lines))
+    auth = {"u": server.user, "s": salt, "v": "1.16.1", "c": "sonicbus-test", "f": "json",
+            "t": hashlib.md5((server.password + salt).encode()).hexdigest()}  # fmt: skip
+    start = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.get(f"{server.url}/rest/{endpoint}", params={**auth, **params})
+    took = time.monotonic() - start
+    assert answer.status_code == 200, answer.text
+    body = answer.json()["subsonic-response"]
+    assert body["status"] == "ok" or body["error"]["message"], body
+    assert took < stack.config["timeout_ms"] / 1000, (endpoint, params, took)
+    logged = (await asyncio.to_thread(server.log_lines))[since:]
+    assert not [line for line in logged if any(c in line for c in CRASHED)], logged
+    return body, plugin_lines(server, since)
+
+
+def asks(seed: str, end: str) -> list[tuple[str, dict[str, str]]]:
+    """A song's similar songs, its sonic matches and a path from it to `end`."""
+    return [("getSimilarSongs2", {"id": seed}), ("getSonicSimilarTracks", {"id": seed}),
+            ("findSonicPath", {"startSongId": seed, "endSongId": end})]  # fmt: skip
+
+
+def ids(body: dict[str, Any]) -> list[str]:
+    songs = songs_of(body) or songs_of(body, "similarSongs")
+    return [s["id"] for s in songs] or [m["entry"]["id"] for m in sonic_matches(body)]
+
+
+async def test_count_0_or_10000_and_a_path_to_itself(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    lib = stack.library
+    seed, end = lib.songs["Song 0-1"], lib.songs["Song 3-3"]
+    calls = [("getSimilarSongs", {"id": seed}),
+             ("getSimilarSongs2", {"id": lib.artists["Artist 1"]}), *asks(seed, end)]  # fmt: skip
+    for count in (0, 10_000):
+        for endpoint, params in calls:
+            body, lines = await bad_input(stack, endpoint, count=count, **params)
+            got = ids(body)
+            assert body["status"] == "ok" and len(set(got)) == len(got), body
+            if count == 0:  # nothing asked for: sonicbus is not asked
+                assert (got, lines) == ([], []), (endpoint, got, lines)
+                continue
+            assert 0 < len(got) <= len(lib.songs), (endpoint, got)
+            assert len(lines) == 1 and "level=info" in lines[0], lines  # clamped, said once
+            if endpoint == "findSonicPath":
+                assert (got[0], got[-1]) == (seed, end), got
+    for count in ({"count": 5}, {}):  # a path from a song to itself: that song alone
+        body, lines = await bad_input(stack, "findSonicPath", startSongId=seed, endSongId=seed,
+                                      **count)  # fmt: skip
+        assert ids(body) == [seed] and len(lines) == 1 and "the same song" in lines[0], lines
+    async with httpx.AsyncClient(base_url=f"{stack.url}/navidrome/v1", headers=BEARER) as bridge:
+        answer = await bridge.post("/similar", json={"song": {"id": seed}, "count": 10_000})
+        assert answer.status_code == 200 and "above the cap" in answer.text, answer.text
+        answer = await bridge.post("/path", json={"start": {"id": seed}, "end": {"id": seed}})
+        assert answer.status_code == 200 and len(answer.json()["matches"]) == 1, answer.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback in sonicbus
+
+
+async def test_not_embedded_removed_and_a_wrong_token(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, lib = stack.server, stack.library
+    # A file Navidrome scanned that sonicbus never embedded, and one deleted (marked missing).
+    tags = TrackMetadata(title="Fresh", artist="Artist 9", album="Album 9", track_number=1)
+    await asyncio.to_thread(write_songs, server.music, [Song("Artist 9/Fresh.flac", tags, 3.0)], 9)
+    removed = lib.songs["Song 1-3"]
+    (server.music / "Artist 1/Album 1/04 - Song 1-3.flac").unlink()
+    await asyncio.to_thread(server.rescan)
+    now = await asyncio.to_thread(Library.read, server)
+    fresh, other = now.songs["Fresh"], lib.songs["Song 0-0"]
+    assert removed not in now.artist_of
+    for endpoint, params in asks(fresh, other):
+        body, lines = await bad_input(stack, endpoint, count=5, **params)
+        assert body["status"] == "ok" and ids(body) == [], body
+        assert len(lines) == 1 and "not embedded yet" in lines[0], lines
+    # The removed track: still answered as a seed, in no answer though sonicbus still has it.
+    for endpoint in ("getSimilarSongs2", "getSonicSimilarTracks"):
+        assert (await bad_input(stack, endpoint, id=removed, count=5))[0]["status"] == "ok"
+    still = []
+    for title in ("Song 1-0", "Song 1-2"):
+        seed = lib.songs[title]
+        still.append(removed in await ask_similar(stack, seed, 19))
+        for endpoint, params in asks(seed, other):
+            body, _ = await bad_input(stack, endpoint, count=50, **params)
+            assert body["status"] == "ok" and ids(body) and removed not in ids(body), body
+    assert any(still)  # sonicbus did offer it: Navidrome left it out
+    # A wrong token against the real bridge: 401, one warning line with a hint, no answer.
+    await asyncio.to_thread(server.enable, {**stack.config, "token": "not-the-client-token"})
+    try:
+        body, lines = await bad_input(stack, "getSimilarSongs2", id=other, count=5)
+        assert body["status"] == "ok" and ids(body) == [], body
+        body, more = await bad_input(stack, "getSonicSimilarTracks", id=other, count=5)
+        assert body["status"] == "failed" and "HTTP 401" in body["error"]["message"], body
+        for line in (*lines, *more):
+            assert "level=warning" in line and "answered HTTP 401" in line and "token" in line
+        assert (len(lines), len(more)) == (1, 1), (lines, more)
+    finally:
+        await asyncio.to_thread(server.enable, stack.config)
+    async with httpx.AsyncClient(base_url=f"{stack.url}/navidrome/v1") as bridge:
+        wrong = {"Authorization": "Bearer not-the-client-token"}
+        answer = await bridge.post("/similar", json={"song": {"id": other}}, headers=wrong)
+        assert answer.status_code == 401, answer.text
+    assert ids(await nd(stack, "getSimilarSongs2", id=other, count=5))  # answering again
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
 
 
 async def test_query_service_stopped_the_plugin_gives_up_at_its_timeout(stack: Stack) -> None:
