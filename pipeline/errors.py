@@ -28,6 +28,19 @@ ReplyCode = Literal[
 ]
 
 
+# The HTTP status an edge answers with when the bus answered a request with an error
+# reply: the kinds' statuses below, `unknown_type` as bad input, and `internal` (a bug in
+# the query service, not in this edge) as a bad gateway.
+REPLY_HTTP_STATUS: dict[str, int] = {
+    "invalid_request": 422,
+    "unknown_type": 422,
+    "not_found": 404,
+    "unavailable": 503,
+    "timeout": 504,
+    "internal": 502,
+}
+
+
 class SonicbusError(Exception):
     """The root: an error sonicbus raises on purpose, with a message a person can act on."""
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pipeline import infra
 from pipeline.config import Settings
-from pipeline.errors import SonicbusError
+from pipeline.errors import REPLY_HTTP_STATUS, SonicbusError
 from pipeline.http import bridge
 from pipeline.http.auth import admin_access, reader_access
 from pipeline.http.navidrome import navidrome_router
@@ -208,7 +208,7 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
             raise HTTPException(422, describe_validation_error(exc)) from exc
         reply = await rt().client.ask(query, timeout=settings.http.reply_timeout_s)
         if not reply.ok and reply.error is not None:
-            status = bridge.HTTP_STATUS.get(reply.error.code, 502)
+            status = REPLY_HTTP_STATUS.get(reply.error.code, 502)
             raise HTTPException(status, f"{reply.error.code}: {reply.error.message}")
         return bridge.from_reply(reply, body)
 

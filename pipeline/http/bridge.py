@@ -38,16 +38,6 @@ SEED_MODES = {"recent", "favorites", "all", "discovery"}
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 # Query reply error code -> HTTP status of the bridged call.
-HTTP_STATUS = {
-    "invalid_request": 422,
-    "unknown_type": 422,
-    "not_found": 404,
-    "unavailable": 503,
-    "timeout": 504,
-    "internal": 502,
-}
-
-
 class RecommendationSeed(BaseModel):
     track_id: str = Field(min_length=1, max_length=256)
     weight: float = Field(1.0, ge=0.0, le=10.0)

@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config import Settings
-from pipeline.errors import SonicbusError, Unavailable
+from pipeline.errors import REPLY_HTTP_STATUS, SonicbusError, Unavailable
 from pipeline.http.auth import reader_access
 from pipeline.schemas.queries import MAX_LIMIT, QueryReply, ScoredTrack
 from pipeline.schemas.songs import AlbumRef, ArtistRef, SongRef
@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 
 MAX_PATH = 200  # PathRequest.steps' bound
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-STATUS = {"invalid_request": 422, "unknown_type": 422, "unavailable": 503, "timeout": 504}
-
-
 class Asker(Protocol):
     async def ask(self, request: Any, timeout: float | None = None) -> QueryReply: ...
 
@@ -190,7 +187,7 @@ def navidrome_router(settings: Settings, client: Callable[[], Asker]) -> APIRout
         assert reply.error is not None
         if reply.error.code == "not_found":  # a seed not embedded: nothing to say, not an error
             return Matches(warnings=[*warnings, *reply.warnings, reply.error.message])
-        status = STATUS.get(reply.error.code, 502)
+        status = REPLY_HTTP_STATUS.get(reply.error.code, 502)
         raise HTTPException(status, f"{reply.error.code}: {reply.error.message}")
 
     @router.post("/similar", response_model=Matches, response_model_exclude_none=True,
