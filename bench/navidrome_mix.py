@@ -14,10 +14,13 @@ What it does, in order:
    pointed at the HTTP service;
 4. times `getSimilarSongs2?id=X&count=25` (Instant Mix: Navidrome -> plugin -> HTTP
    bridge -> Kafka -> query service -> back, then Navidrome resolves the songs) and the same
-   request straight to the bridge (`POST /navidrome/v1/similar`), from 1 client and from
-   4 clients, each sending the next request when the previous answer arrived.
+   request straight to the bridge (`POST /navidrome/v1/plugin/get_similar_songs_by_track`,
+   what the plugin sends), and Navidrome's own floor (`getRandomSongs?size=25`: an
+   authenticated request answering as many songs, no plugin), from 1 client and from 4
+   clients, each sending the next request when the previous answer arrived.
 Prints p50/p99 per phase on stderr and ends with ONE JSON line: the figures, the ratio
-Navidrome-path / bridge-alone (p50) and whether the targets are met (the plugin and
+Navidrome-path / bridge-alone (p50), what Navidrome and the plugin add at 1 client (and the
+plugin's part: that minus Navidrome's floor) and whether the targets are met (the plugin and
 Navidrome add <= 50 % over the bridge alone; p50 <= 60 ms through Navidrome at 1 client).
 
 Usage: .venv/bin/python bench/navidrome_mix.py [--tracks 1000] [--requests 200] [--smoke]
@@ -279,18 +282,29 @@ async def measure(
         return len((body.get("similarSongs2") or {}).get("song") or [])
 
     async def bridge_alone(client: httpx.AsyncClient, seed: tuple[str, str, str]) -> int:
-        song = {"id": seed[0], "name": seed[1], "artist": seed[2]}
-        answer = await client.post(f"{bridge}/navidrome/v1/similar",
-                                   json={"song": song, "count": COUNT},
-                                   headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        # What the plugin sends for an Instant Mix: Navidrome's request, unchanged.
+        request = {"id": seed[0], "name": seed[1], "artist": seed[2], "count": COUNT}
+        headers = {"Authorization": f"Bearer {TOKEN}", "X-Sonicbus-Timeout-Ms": "5000"}
+        answer = await client.post(f"{bridge}/navidrome/v1/plugin/get_similar_songs_by_track",
+                                   json=request, headers=headers)  # fmt: skip
         if answer.status_code != 200:
             raise RuntimeError(f"bridge: {answer.status_code} {answer.text}")
-        return len(answer.json()["matches"])
+        return len(answer.json()["songs"])
+
+    async def navidrome_floor(client: httpx.AsyncClient, seed: tuple[str, str, str]) -> int:
+        # Navidrome's own cost of an authenticated request answering COUNT songs, no plugin.
+        answer = await client.get(f"{navidrome.url}/rest/getRandomSongs",
+                                  params={**auth, "size": COUNT})  # fmt: skip
+        body = answer.json()["subsonic-response"]
+        if body.get("status") != "ok":
+            raise RuntimeError(f"Navidrome: {body.get('error')}")
+        return len((body.get("randomSongs") or {}).get("song") or [])
 
     results: dict[str, Any] = {}
     for n in clients:
         # Alternate, so that a machine getting busier does not favour one path.
-        for name, ask in (("bridge", bridge_alone), ("navidrome", through_navidrome)):
+        for name, ask in (("bridge", bridge_alone), ("navidrome", through_navidrome),
+                          ("navidrome_floor", navidrome_floor)):  # fmt: skip
             key = f"{name}_{n}_client{'s' if n > 1 else ''}"
             results[key] = await phase(ask, seeds, n, requests, warmup)
             log(f"{key}: {results[key]}")
@@ -364,6 +378,14 @@ def main() -> None:
         )
         for n in clients
     }  # fmt: skip
+    # Where the time goes at 1 client: Navidrome's path minus the bridge is what Navidrome and
+    # the plugin add; minus Navidrome's own floor (a plain 25-song request) is the plugin's.
+    phases = ("navidrome", "bridge", "navidrome_floor")
+    one = {k: results[f"{k}_1_client"]["p50_ms"] for k in phases}
+    added_ms = one["navidrome"] - one["bridge"]
+    added = {"navidrome_and_plugin_ms": round(added_ms, 2),
+             "navidrome_floor_ms": one["navidrome_floor"],
+             "plugin_ms": round(added_ms - one["navidrome_floor"], 2)}  # fmt: skip
     met = {
         "overhead_ratio_p50": all(r <= TARGET["overhead_ratio_p50"] for r in ratios.values()),
         "navidrome_p50_ms_1_client": results["navidrome_1_client"]["p50_ms"]
@@ -379,6 +401,7 @@ def main() -> None:
                 "requests_per_client": args.requests,
                 **results,
                 "navidrome_over_bridge_p50": ratios,
+                "added_p50_1_client": added,
                 "plugin_build_s": round(build_s, 1),
                 "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
                 "target": TARGET,

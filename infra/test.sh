@@ -38,7 +38,9 @@ bash infra/navidrome-fetch.sh >/dev/null   # built once into the cache (minutes 
 mkdir -p "$SONICBUS_TEST_HOME/navidrome-music-$SONICBUS_TEST_NAVIDROME_PORT"
 env "${navidrome_env[@]}" bash infra/navidrome-start.sh
 
-# The Navidrome plugin (Go -> wasm, reproducible .ndp): the tests and a bench load it.
+# Debian packages beyond Python/Java/Go: clang + lld (the plugin), chromium (browser tests).
+bash infra/system-packages.sh
+# The Navidrome plugin (C -> wasm32, reproducible .ndp): the tests and a bench load it.
 bash plugins/navidrome/build.sh >/dev/null
 
 .venv/bin/ruff check .
@@ -70,4 +72,7 @@ if [ "${#failed_benches[@]}" -gt 0 ]; then
   exit 1
 fi
 
-.venv/bin/python -m pytest "$@"
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+echo "dashboard screenshots (tests/test_dashboard_browser.py): $SONICBUS_TEST_HOME/screenshots"
+exit "$status"

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,40 +21,17 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.client import QueryClient
-from pipeline.config import HttpSettings, Settings
-from pipeline.http.app import create_app
 from pipeline.topics import ensure_topics
-from tests.fixtures.library import Running
+from tests.fixtures.library import LOOPBACK, Running, http_client
 from tests.fixtures.services import base_settings
 
 pytestmark = pytest.mark.timeout(120)
 
 SIMILAR, PATH = "/navidrome/v1/similar", "/navidrome/v1/path"
-LOOPBACK = ("127.0.0.1", 40000)
-
-
-def http_client(
-    settings: Settings, client: Any, peer: tuple[str, int] = LOOPBACK, **http: Any
-) -> httpx.AsyncClient:
-    """The real app, with the given QueryClient as its runtime's, over ASGI from `peer`."""
-    settings = settings.model_copy(update={"http": HttpSettings(**http)})
-    app = create_app(settings, runtime=SimpleNamespace(client=client))  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, client=peer)
-    return httpx.AsyncClient(transport=transport, base_url="http://sonicbus", timeout=30)
-
-
 @pytest.fixture
 async def api(running: Running) -> AsyncIterator[httpx.AsyncClient]:
     async with http_client(running.settings, running.client) as client:
         yield client
-
-
-async def similar_ids(running: Running, track_id: str, limit: int) -> list[str]:
-    request = {"type": "similar", "request_id": uuid.uuid4().hex, "track_id": track_id,
-               "limit": limit}  # fmt: skip
-    reply = await running.client.ask(request, timeout=20)
-    assert reply.ok, reply.error
-    return [t.track_id for t in reply.tracks]
 
 
 def ids(body: dict[str, Any]) -> list[str]:
@@ -77,7 +52,7 @@ async def test_similar_by_navidrome_id_is_what_the_bus_answers(
     running: Running, api: httpx.AsyncClient
 ) -> None:
     data = await post(api, SIMILAR, {"song": {"id": "rock1", "name": "ignored"}, "count": 8})
-    assert ids(data) == await similar_ids(running, "rock1", 8)
+    assert ids(data) == await running.similar_ids("rock1", 8)
     first = data["matches"][0]["song"]
     track = running.library.tracks[first["id"]]
     assert first["name"] == track.title and first["artist"] == track.artist
@@ -92,7 +67,7 @@ async def test_similar_by_mbid_and_the_reply_carries_mbids(
     jazz3 = running.library.tracks["jazz3"]
     song = {"name": "Another Title", "artist": "Someone Else", "mbid": jazz3.mbid.upper()}
     data = await post(api, SIMILAR, {"song": song, "count": 5})
-    assert ids(data) == await similar_ids(running, "jazz3", 5)
+    assert ids(data) == await running.similar_ids("jazz3", 5)
     for match in data["matches"]:  # every jazz track has an MBID; Navidrome matches by it
         assert match["song"]["mbid"] == running.library.tracks[match["song"]["id"]].mbid
 
@@ -100,12 +75,12 @@ async def test_similar_by_mbid_and_the_reply_carries_mbids(
 async def test_similar_by_artist_and_title(running: Running, api: httpx.AsyncClient) -> None:
     song = {"id": "nd-unknown-id", "name": "jazz tune 3!", "artists": [{"name": "QUARTET 3"}]}
     data = await post(api, SIMILAR, {"song": song, "count": 5})
-    assert ids(data) == await similar_ids(running, "jazz3", 5)
+    assert ids(data) == await running.similar_ids("jazz3", 5)
     # rock0 and its remastered copy share artist and title: the album breaks the tie.
     for album, expected in (("rock album", "rock0"), ("rock-copy album", "rock0-copy")):
         song = {"name": "Rock Song 0", "artist": "The Amps", "album": album}
         data = await post(api, SIMILAR, {"song": song, "count": 4})
-        assert ids(data) == await similar_ids(running, expected, 4)
+        assert ids(data) == await running.similar_ids(expected, 4)
 
 
 async def test_album_and_artist_seeds_leave_out_the_seeds_and_hold_the_cap(

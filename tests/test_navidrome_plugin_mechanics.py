@@ -56,8 +56,11 @@ def mechanics(
     write_songs(music, small_library(artists=3, per_artist=2, seconds=2.0))
     state: dict[str, Any] = {"matches": []}
 
-    def reply(_: Exchange) -> tuple[int, Any]:
-        return state.get("status", 200), {"matches": state["matches"], "warnings": []}
+    def reply(exchange: Exchange) -> tuple[int, Any]:
+        # sonicbus answers in the shape of the plugin function it was asked for
+        if exchange.path.endswith(("/get_sonic_similar_tracks", "/find_sonic_path")):
+            return state.get("status", 200), {"matches": state["matches"]}
+        return state.get("status", 200), {"songs": [m["song"] for m in state["matches"]]}
 
     stand_in = sonicbus_stand_in(reply)
     server = plugin_navidrome_factory(music)
@@ -129,31 +132,42 @@ def test_what_the_plugin_sends_to_sonicbus(mechanics: Mechanics) -> None:
     for endpoint, params in calls:
         server.subsonic(endpoint, **params)
     sent = seen[before:]
-    assert [e.path for e in sent] == ["/navidrome/v1/similar"] * 4 + ["/navidrome/v1/path"]
+    assert [e.path.rsplit("/", 1)[-1] for e in sent] == [
+        "get_similar_songs_by_track", "get_similar_songs_by_album",
+        "get_similar_songs_by_artist", "get_sonic_similar_tracks", "find_sonic_path",
+    ]  # fmt: skip
+    assert {e.path.rsplit("/", 1)[0] for e in sent} == {"/navidrome/v1/plugin"}
     assert {e.headers.get("authorization") for e in sent} == {f"Bearer {TOKEN}"}
     assert {e.headers.get("content-type") for e in sent} == {"application/json"}
+    # The settings travel as headers, as Navidrome gives them; sonicbus checks them.
+    for e in sent:
+        assert e.headers["x-sonicbus-models"] == "musicnn, muq"
+        assert e.headers["x-sonicbus-diversity"] == "0.3"
+        assert e.headers["x-sonicbus-max-per-artist"] == "2"
+        assert e.headers["x-sonicbus-timeout-ms"] == "3000"
+    # The bodies are Navidrome's requests, unchanged.
     track, album, artist, sonic, path = (e.body for e in sent)
-    options = {"models": ["musicnn", "muq"], "diversity": 0.3, "max_per_artist": 2}
-    assert track["song"] == {"id": seed, "name": "Song 0-1", "artist": "Artist 0"}
-    assert {k: track[k] for k in options} == options and track["count"] == 7
-    assert album["album"] == {"id": lib.albums["Album 1"], "name": "Album 1", "artist": "Artist 1"}
-    assert album["count"] == 8 and "song" not in album
-    assert artist["artist"] == {"id": lib.artists["Artist 2"], "name": "Artist 2"}
+    assert {k: track[k] for k in ("id", "name", "artist", "count")} == {
+        "id": seed, "name": "Song 0-1", "artist": "Artist 0", "count": 7
+    }  # fmt: skip
+    assert (album["id"], album["name"], album["artist"], album["count"]) == (
+        lib.albums["Album 1"], "Album 1", "Artist 1", 8
+    )  # fmt: skip
+    assert (artist["id"], artist["name"]) == (lib.artists["Artist 2"], "Artist 2")
     assert artist["count"] == 9
     # The sonic endpoints get Navidrome's full SongRef (album, artists, duration).
     assert sonic["song"]["id"] == seed and sonic["song"]["album"] == "Album 0"
     assert sonic["song"]["durationMs"] == 2000 and sonic["song"]["artists"][0]["name"] == "Artist 0"
-    assert (path["start"]["id"], path["end"]["id"], path["count"]) == (
+    assert sonic["count"] == 4
+    assert (path["startSong"]["id"], path["endSong"]["id"], path["count"]) == (
         seed, lib.songs["Song 2-0"], 5
     )  # fmt: skip
-    assert path["models"] == ["musicnn", "muq"] and "diversity" not in path
-    # The plugin tells the bridge its deadline, a little shorter than its own.
-    assert 0 < track["timeout_s"] < 3.0
 
     server.enable({"sonicbus_url": mechanics.stand_in.url, "timeout_ms": 3000})  # no token
     server.subsonic("getSonicSimilarTracks", id=seed, count=3)
     assert "authorization" not in seen[-1].headers
-    assert set(seen[-1].body) == {"song", "count", "timeout_s"}
+    assert not {"x-sonicbus-models", "x-sonicbus-diversity"} & set(seen[-1].headers)
+    assert set(seen[-1].body) == {"song", "count"}
 
 
 def test_no_answer_is_cached(mechanics: Mechanics) -> None:

@@ -1,9 +1,14 @@
-"""The endpoints the Navidrome plugin calls: `POST /navidrome/v1/similar` and `/path`.
+"""sonicbus for Navidrome: `POST /navidrome/v1/similar`, `/path` and `/plugin/<function>`.
 
-The plugin (plugins/navidrome/) forwards what Navidrome gives it, songs as
-Navidrome's `SongRef`s, albums and artists by id, name and MBID, and gets
-back `{"matches": [{"song": SongRef, "similarity": 0..1}], "warnings": [...]}`,
-the shape Navidrome's SonicSimilarity capability returns. Nothing here reads
+`/similar` and `/path` take songs as Navidrome's `SongRef`s, albums and artists
+by id, name and MBID, and answer `{"matches": [{"song": SongRef, "similarity":
+0..1}], "warnings": [...]}`, the shape Navidrome's SonicSimilarity capability
+returns. `/plugin/<function>` is what the plugin (plugins/navidrome/) calls: the
+body is Navidrome's request to the plugin function `nd_<function>`, unchanged,
+the plugin's settings come as `X-Sonicbus-*` headers, and the answer is already
+the function's response, so the plugin forwards both ways without reading JSON
+(it is a few hundred lines of C: Navidrome starts it afresh for every call, and
+a small module starts in microseconds). Nothing here reads
 the store: each call becomes one `QueryRequest` on `requests` (through the
 runtime's `QueryClient`), the query service resolves the songs (it holds the
 catalog, `recommender/songs.py`) and the reply is mapped back. docs/navidrome.md
@@ -23,143 +28,32 @@ has the contract; in short:
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import ValidationError
 
 from pipeline.config import Settings
 from pipeline.errors import REPLY_HTTP_STATUS, SonicbusError, Unavailable
 from pipeline.http.auth import reader_access
-from pipeline.schemas.queries import MAX_LIMIT, QueryReply, ScoredTrack
-from pipeline.schemas.songs import AlbumRef, ArtistRef, SongRef
+from pipeline.http.navidrome_queries import (
+    Matches,
+    PathBody,
+    SimilarBody,
+    matches,
+    path_query,
+    similar_query,
+)
+from pipeline.http.plugin_calls import PLUGIN_FUNCTIONS, PluginCall, plugin_answer, plugin_body
+from pipeline.schemas.base import describe_validation_error
+from pipeline.schemas.queries import QueryReply
 
 log = logging.getLogger(__name__)
 
-MAX_PATH = 200  # PathRequest.steps' bound
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
 class Asker(Protocol):
     async def ask(self, request: Any, timeout: float | None = None) -> QueryReply: ...
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    count: int = Field(20, description="Songs wanted; <= 0: none; clamped to the cap.")
-    models: list[str] | None = Field(None, min_length=1, max_length=8)
-    timeout_s: float | None = Field(
-        None, gt=0, description="A deadline shorter than http.reply_timeout_s."
-    )
-
-    @field_validator("models")
-    @classmethod
-    def _model_names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not all(MODEL_NAME.match(m) for m in value):
-            raise ValueError(f"not model names: {value}")
-        return list(dict.fromkeys(value)) if value else value
-
-
-class SimilarBody(_Body):
-    """Exactly one of song, album, artist."""
-
-    song: SongRef | None = None
-    album: AlbumRef | None = None
-    artist: ArtistRef | None = None
-    diversity: float | None = Field(None, ge=0.0, le=1.0)
-    max_per_artist: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _one_seed(self) -> SimilarBody:
-        given = [n for n in ("song", "album", "artist") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of song, album, artist (got {given or 'none'})")
-        return self
-
-
-class PathBody(_Body):
-    start: SongRef
-    end: SongRef
-    count: int = Field(10, description="Songs on the path, both ends included.")
-
-
-class Match(BaseModel):
-    song: SongRef
-    similarity: float = Field(ge=0.0, le=1.0)
-
-
-class Matches(BaseModel):
-    matches: list[Match] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
-
-
-def song_ref(track: ScoredTrack) -> SongRef:
-    """A reply's track as Navidrome matches songs: id (= Navidrome's id when the library was
-    ingested from Navidrome), then MBID, then title + artist (+ album, duration)."""
-    duration = track.duration or None
-    return SongRef(
-        id=track.track_id,
-        name=track.title or "",
-        mbid=track.mbid,
-        artist=track.artist,
-        album=track.album,
-        duration=duration,
-        duration_ms=round(duration * 1000) if duration else None,
-    )
-
-
-def similarity(score: float) -> float:
-    """The cosine score clamped to [0, 1]: 1 the same sound, 0 unrelated (or opposite)."""
-    return round(min(1.0, max(0.0, float(score))), 6)
-
-
-def matches(reply: QueryReply, warnings: list[str]) -> Matches:
-    found = [Match(song=song_ref(t), similarity=similarity(t.score)) for t in reply.tracks]
-    return Matches(matches=found, warnings=[*warnings, *reply.warnings])
-
-
-def _count(count: int, cap: int, warnings: list[str]) -> int:
-    if count > cap:
-        warnings.append(f"count {count} is above the cap; clamped to {cap}")
-        return cap
-    return count
-
-
-def similar_query(body: SimilarBody, warnings: list[str]) -> dict[str, Any]:
-    query: dict[str, Any] = {
-        "type": "similar",
-        "request_id": f"nd-{uuid.uuid4().hex[:16]}",
-        "limit": _count(body.count, MAX_LIMIT, warnings),
-    }
-    for name in ("song", "album", "artist"):
-        ref = getattr(body, name)
-        if ref is not None:
-            query[name] = ref.model_dump(exclude_none=True)
-    for name in ("models", "diversity", "max_per_artist"):
-        if getattr(body, name) is not None:
-            query[name] = getattr(body, name)
-    return query
-
-
-def path_query(body: PathBody, warnings: list[str]) -> dict[str, Any]:
-    steps = _count(body.count, MAX_PATH, warnings)
-    if steps < 2:
-        warnings.append(f"count {steps}: a path has at least its two ends; 2 given")
-        steps = 2
-    query: dict[str, Any] = {
-        "type": "path",
-        "request_id": f"nd-{uuid.uuid4().hex[:16]}",
-        "start": body.start.model_dump(exclude_none=True),
-        "end": body.end.model_dump(exclude_none=True),
-        "steps": steps,
-        "limit": steps,
-        "exact_length": True,
-    }
-    if body.models:
-        query["models"] = body.models
-    return query
 
 
 def navidrome_router(settings: Settings, client: Callable[[], Asker]) -> APIRouter:
@@ -190,22 +84,46 @@ def navidrome_router(settings: Settings, client: Callable[[], Asker]) -> APIRout
         status = REPLY_HTTP_STATUS.get(reply.error.code, 502)
         raise HTTPException(status, f"{reply.error.code}: {reply.error.message}")
 
-    @router.post("/similar", response_model=Matches, response_model_exclude_none=True,
-                 dependencies=[Depends(reader)])  # fmt: skip
-    async def similar(body: SimilarBody) -> Matches:
-        """Songs like a song, an album's songs or an artist's songs (Instant Mix, radio)."""
+    async def similar_matches(body: SimilarBody) -> Matches:
         if body.count <= 0:
             return Matches(warnings=[f"count {body.count}: nothing asked for"])
         warnings: list[str] = []
         return await answer(similar_query(body, warnings), body.timeout_s, warnings)
 
-    @router.post("/path", response_model=Matches, response_model_exclude_none=True,
-                 dependencies=[Depends(reader)])  # fmt: skip
-    async def path(body: PathBody) -> Matches:
-        """A path from `start` to `end` in `count` songs, both ends included, no repeats."""
+    async def path_matches(body: PathBody) -> Matches:
         if body.count <= 0:
             return Matches(warnings=[f"count {body.count}: nothing asked for"])
         warnings: list[str] = []
         return await answer(path_query(body, warnings), body.timeout_s, warnings)
+
+    @router.post("/similar", response_model=Matches, response_model_exclude_none=True,
+                 dependencies=[Depends(reader)])  # fmt: skip
+    async def similar(body: SimilarBody) -> Matches:
+        """Songs like a song, an album's songs or an artist's songs (Instant Mix, radio)."""
+        return await similar_matches(body)
+
+    @router.post("/path", response_model=Matches, response_model_exclude_none=True,
+                 dependencies=[Depends(reader)])  # fmt: skip
+    async def path(body: PathBody) -> Matches:
+        """A path from `start` to `end` in `count` songs, both ends included, no repeats."""
+        return await path_matches(body)
+
+    @router.post("/plugin/{function}", dependencies=[Depends(reader)])
+    async def plugin(function: str, request: Request) -> dict[str, Any]:
+        """The plugin's call of `nd_<function>`: Navidrome's request in, its response out."""
+        if function not in PLUGIN_FUNCTIONS:
+            raise HTTPException(404, f"no plugin function {function!r}; "
+                                f"known: {', '.join(PLUGIN_FUNCTIONS)}")  # fmt: skip
+        try:
+            call = PluginCall.read(function, await request.body(), request.headers)
+            body = plugin_body(call)
+        except ValidationError as exc:
+            raise HTTPException(422, describe_validation_error(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        found = await (path_matches(body) if isinstance(body, PathBody) else similar_matches(body))
+        if found.warnings:
+            log.info("navidrome %s: %s", function, "; ".join(found.warnings))
+        return plugin_answer(function, found)
 
     return router

@@ -1,38 +1,39 @@
 #!/usr/bin/env bash
 # Build the sonicbus plugin for Navidrome: dist/plugin.wasm and dist/sonicbus.ndp (a zip of
-# manifest.json and plugin.wasm). Reproducible: the same sources and Go version give the
-# same bytes (fixed flags, -trimpath, no build id or VCS stamp, go.sum checked, fixed zip
-# timestamps and order). Modules come through the Go module proxy into the cache, as for
-# infra/navidrome-fetch.sh.
-# Needs Go 1.24+ (go:wasmexport); /usr/local/go/bin/go is used when go is not on PATH.
-# Env: SONICBUS_CACHE_DIR (module cache in $SONICBUS_CACHE_DIR/go/mod), GO (the go command).
+# manifest.json and plugin.wasm). The plugin is freestanding C (sonicbus.c, no libc, no
+# PDK) compiled by clang for wasm32 and linked by wasm-ld: Debian's `clang` and `lld`
+# packages (infra/system-packages.sh installs them). Reproducible: the same source and
+# clang version give the same bytes (no debug info, stripped), and the .ndp is written with
+# a fixed date, mode and order.
+# Env: CLANG (the compiler; default: the newest clang on PATH).
 # Usage: plugins/navidrome/build.sh [OUT_DIR]    (default plugins/navidrome/dist)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-$here/dist}"
-cache="${SONICBUS_CACHE_DIR:-$HOME/.cache/sonicbus}"
 log() { printf '[plugin] %s\n' "$*" >&2; }
 
-go="${GO:-$(command -v go || true)}"
-if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
-[ -n "$go" ] || { log "Go 1.24+ is required to build the plugin: install it into /usr/local/go or put it on PATH"; exit 1; }
+clang="${CLANG:-}"
+if [ -z "$clang" ]; then
+  for candidate in clang clang-19 clang-18 clang-17 clang-16 clang-15 clang-14; do
+    if command -v "$candidate" >/dev/null; then clang="$candidate"; break; fi
+  done
+fi
+[ -n "$clang" ] || { log "clang is required to build the plugin: apt-get install -y clang lld (or bash infra/system-packages.sh)"; exit 1; }
 python="$(command -v python3 || true)"
 [ -n "$python" ] || { log "python3 is required to write the .ndp package"; exit 1; }
 
-start=$SECONDS
-mkdir -p "$out" "$cache/go/mod"
-export GOMODCACHE="$cache/go/mod" GOCACHE="${GOCACHE:-$cache/go/build}"
-export GOFLAGS="-mod=readonly -modcacherw" GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0
-export GOOS=wasip1 GOARCH=wasm
+mkdir -p "$out"
 tmp="$(mktemp -d "$out/.build-XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-(
-  cd "$here"
-  "$go" mod download
-  "$go" mod verify >/dev/null
-  "$go" build -buildmode=c-shared -trimpath -buildvcs=false -ldflags="-s -w -buildid=" \
-    -o "$tmp/plugin.wasm" .
-)
+# wasm32 with no libc: the module imports only Extism's kernel and Navidrome's http_send.
+if ! "$clang" --target=wasm32 -Os -std=c11 -Wall -Wextra -Werror -nostdlib -ffreestanding \
+  -fno-builtin -Wl,--no-entry -Wl,--strip-all -o "$tmp/plugin.wasm" "$here/sonicbus.c" 2>"$tmp/err"; then
+  cat "$tmp/err" >&2
+  if grep -q -i -E 'wasm-ld|unable to execute|linker' "$tmp/err"; then
+    log "the wasm linker is missing: apt-get install -y lld (or bash infra/system-packages.sh)"
+  fi
+  exit 1
+fi
 # The package: manifest.json then plugin.wasm, stored with a fixed date and mode.
 "$python" - "$here/manifest.json" "$tmp/plugin.wasm" "$tmp/sonicbus.ndp" <<'PY'
 import json, sys, zipfile
@@ -48,6 +49,6 @@ with zipfile.ZipFile(ndp, "w", zipfile.ZIP_DEFLATED) as z:
 PY
 mv -f "$tmp/plugin.wasm" "$out/plugin.wasm"
 mv -f "$tmp/sonicbus.ndp" "$out/sonicbus.ndp"
-log "built in $((SECONDS - start)) s with $("$go" version | cut -d' ' -f3): $out/sonicbus.ndp" \
+log "built with $("$clang" --version | head -n 1): $out/sonicbus.ndp" \
   "(sha256 $(sha256sum "$out/sonicbus.ndp" | cut -c1-16))"
 echo "$out/sonicbus.ndp"
