@@ -35,6 +35,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -111,15 +112,35 @@ def build_plugin(out: Path) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def install_plugin(ndp: Path, folder: Path) -> None:
-    """The package with 127.0.0.1 as its requiredHosts, as `sonicbus.ndp` in `folder`."""
+def build_noop_plugin(out: Path) -> bytes:
+    """bench/navidrome_floor_plugin.c: Instant Mix answered from the plugin's config, no work."""
+    wasm = out / "noop-plugin.wasm"
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([clang(), "--target=wasm32", "-Os", "-nostdlib", "-ffreestanding",
+                    "-fno-builtin", "-Wl,--no-entry", "-Wl,--strip-all", "-o", str(wasm),
+                    str(ROOT / "bench/navidrome_floor_plugin.c")], check=True)  # fmt: skip
+    return wasm.read_bytes()
+
+
+def clang() -> str:
+    for name in ("clang", *(f"clang-{v}" for v in range(19, 13, -1))):
+        if found := shutil.which(name):
+            return found
+    raise RuntimeError("clang is needed (bash infra/system-packages.sh clang lld)")
+
+
+def install_plugin(ndp: Path, folder: Path, wasm: bytes | None = None) -> None:
+    """The package with 127.0.0.1 as its requiredHosts, as `sonicbus.ndp` in `folder`; with
+    `wasm`, that module instead of the package's (and an `answer` setting for it)."""
     with zipfile.ZipFile(ndp) as z:
-        manifest, wasm = json.loads(z.read("manifest.json")), z.read("plugin.wasm")
+        manifest, packaged = json.loads(z.read("manifest.json")), z.read("plugin.wasm")
     manifest["permissions"]["http"]["requiredHosts"] = ["127.0.0.1"]
+    if wasm is not None:
+        manifest["config"]["schema"]["properties"]["answer"] = {"type": "string"}
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(folder / "sonicbus.ndp", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("manifest.json", json.dumps(manifest))
-        z.writestr("plugin.wasm", wasm)
+        z.writestr("plugin.wasm", wasm if wasm is not None else packaged)
 
 
 class Navidrome:
@@ -153,15 +174,27 @@ class Navidrome:
         return [tuple(r) for r in rows]
 
     def enable_plugin(self, config: dict[str, Any]) -> None:
-        login = httpx.post(f"{self.url}/auth/login", json={"username": ADMIN, "password": PASSWORD},
-                           timeout=30)  # fmt: skip
-        login.raise_for_status()
-        headers = {"X-ND-Authorization": f"Bearer {login.json()['token']}"}
+        headers = self.admin_headers()
         for body in ({"config": json.dumps(config)}, {"enabled": True}):
             answer = httpx.put(f"{self.url}/api/plugin/sonicbus", json=body, headers=headers,
                                timeout=60)  # fmt: skip
             if answer.status_code != 200:
                 raise RuntimeError(f"enabling the plugin: {answer.status_code} {answer.text}")
+
+    def swap_plugin(self, ndp: Path, wasm: bytes, config: dict[str, Any]) -> None:
+        """Disable the plugin, replace its module with `wasm`, rescan, enable with `config`."""
+        headers = self.admin_headers()
+        httpx.put(f"{self.url}/api/plugin/sonicbus", json={"enabled": False}, headers=headers,
+                  timeout=60).raise_for_status()  # fmt: skip
+        install_plugin(ndp, self.data / "plugins", wasm)
+        httpx.post(f"{self.url}/api/plugin/rescan", headers=headers, timeout=60).raise_for_status()
+        self.enable_plugin(config)
+
+    def admin_headers(self) -> dict[str, str]:
+        login = httpx.post(f"{self.url}/auth/login", json={"username": ADMIN, "password": PASSWORD},
+                           timeout=30)  # fmt: skip
+        login.raise_for_status()
+        return {"X-ND-Authorization": f"Bearer {login.json()['token']}"}
 
     def auth(self) -> dict[str, str]:
         salt = secrets.token_hex(8)
@@ -311,6 +344,29 @@ async def measure(
     return results
 
 
+async def measure_noop_plugin(
+    navidrome: Navidrome, seeds: list[tuple[str, str, str]], requests: int, clients: list[int],
+    warmup: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Instant Mix through Navidrome with the no-work plugin installed (Navidrome's floor)."""
+    auth = navidrome.auth()
+
+    async def through_navidrome(client: httpx.AsyncClient, seed: tuple[str, str, str]) -> int:
+        answer = await client.get(f"{navidrome.url}/rest/getSimilarSongs2",
+                                  params={**auth, "id": seed[0], "count": COUNT})  # fmt: skip
+        body = answer.json()["subsonic-response"]
+        if body.get("status") != "ok":
+            raise RuntimeError(f"Navidrome: {body.get('error')}")
+        return len((body.get("similarSongs2") or {}).get("song") or [])
+
+    results: dict[str, Any] = {}
+    for n in clients:
+        key = f"navidrome_noop_plugin_{n}_client{'s' if n > 1 else ''}"
+        results[key] = await phase(through_navidrome, seeds, n, requests, warmup)
+        log(f"{key}: {results[key]}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracks", type=int, default=1000)
@@ -364,6 +420,13 @@ def main() -> None:
         bridge = f"http://127.0.0.1:{http_port}"
         navidrome.enable_plugin({"sonicbus_url": bridge, "token": TOKEN, "timeout_ms": 5000})
         results = asyncio.run(measure(navidrome, bridge, ids, args.requests, clients, warmup))
+        # The same Instant Mix with a plugin that does nothing: what Navidrome alone costs.
+        canned = {"songs": [{"id": i, "name": t, "artist": a} for i, t, a in ids[:COUNT]]}
+        navidrome.swap_plugin(ndp, build_noop_plugin(work / "plugin"),
+                              {"sonicbus_url": bridge, "answer": json.dumps(canned)})  # fmt: skip
+        results |= asyncio.run(
+            measure_noop_plugin(navidrome, ids, args.requests, clients, warmup)
+        )
     finally:
         stop.set()
         if child is not None:
@@ -386,6 +449,17 @@ def main() -> None:
     added = {"navidrome_and_plugin_ms": round(added_ms, 2),
              "navidrome_floor_ms": one["navidrome_floor"],
              "plugin_ms": round(added_ms - one["navidrome_floor"], 2)}  # fmt: skip
+    # The best ratio any plugin could reach: the bridge plus Navidrome's cost with a plugin
+    # that does nothing, over the bridge.
+    floor_ratios = {
+        key: round((results[f"navidrome_noop_plugin_{key}"]["p50_ms"]
+                    + results[f"bridge_{key}"]["p50_ms"]) / results[f"bridge_{key}"]["p50_ms"], 2)
+        for key in ratios
+    }  # fmt: skip
+    added["noop_plugin_navidrome_ms"] = results["navidrome_noop_plugin_1_client"]["p50_ms"]
+    added["sonicbus_plugin_beyond_noop_ms"] = round(
+        added_ms - results["navidrome_noop_plugin_1_client"]["p50_ms"], 2
+    )
     met = {
         "overhead_ratio_p50": all(r <= TARGET["overhead_ratio_p50"] for r in ratios.values()),
         "navidrome_p50_ms_1_client": results["navidrome_1_client"]["p50_ms"]
@@ -402,6 +476,7 @@ def main() -> None:
                 **results,
                 "navidrome_over_bridge_p50": ratios,
                 "added_p50_1_client": added,
+                "floor_ratio_p50_noop_plugin": floor_ratios,
                 "plugin_build_s": round(build_s, 1),
                 "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
                 "target": TARGET,
