@@ -6,6 +6,12 @@ embedder per configured model, the query service and the HTTP service (on
 loopback, `http.port`; `--no-http` leaves it out) under a `Supervisor`, with
 a live status line. Milvus Lite serves one process at a time, so every component shares the
 single `VectorStore` opened here.
+
+The terminal shows the status line ("musicnn: 136/375 embedded") and under it a
+progress bar per model for the backlog (done / total, rate, ETA; `BacklogView`).
+Ctrl+C finishes the batches in hand, then stops what `up` started, the local
+Kafka broker included; a broker that was running before is left running, and
+`release_services` says so and how to stop it.
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
 from pipeline import infra
@@ -25,6 +35,7 @@ from pipeline.bus import make_producer
 from pipeline.config import Settings
 from pipeline.consumers.embedder import run_embedder
 from pipeline.consumers.query import run_query_service
+from pipeline.control import PauseFollower
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.store import VectorStore
 from pipeline.supervisor import Supervisor
@@ -34,23 +45,111 @@ from pipeline.wiring import vector_store
 log = logging.getLogger(__name__)
 
 
-def prepare_services(settings: Settings) -> None:
-    """Local broker up (if it is ours) and topics created; raises InfraError otherwise."""
+def prepare_services(settings: Settings) -> bool:
+    """Local broker up (if it is ours) and topics created; raises InfraError otherwise.
+
+    True when this call started the local broker (so `up` stops it again at the end);
+    False when the settings point elsewhere or the broker was already running."""
+    started = False
     if infra.local_kafka_configured(settings):
+        started = not infra.port_open(settings.kafka.local_port)
         infra.start_kafka(settings)
     asyncio.run(ensure_topics(settings.kafka, settings.topics))
+    return started
 
 
-def status_line(supervisor: Supervisor, watcher: FilesystemWatcher, counts: dict[str, int]) -> Text:
+def release_services(settings: Settings, kafka_started: bool, console: Console) -> None:
+    """After `up`: stop the local broker it started; say so when one is left running."""
+    if kafka_started:
+        console.print("stopping the local Kafka broker that `sonicbus up` started ...")
+        try:
+            infra.stop_kafka(settings)
+        except infra.InfraError as exc:
+            console.print(f"[red]the local Kafka broker did not stop:[/red] {exc}")
+            return
+        console.print(f"stopped the local Kafka broker ({settings.kafka.bootstrap_servers})")
+    elif infra.local_kafka_configured(settings):
+        console.print(
+            f"the local Kafka broker ({settings.kafka.bootstrap_servers}) was running before "
+            "`sonicbus up` and is left running; stop it with `sonicbus infra down`"
+        )
+
+
+def status_line(
+    supervisor: Supervisor,
+    watcher: FilesystemWatcher,
+    counts: dict[str, int],
+    paused: frozenset[str] = frozenset(),
+) -> Text:
     parts = []
     for name, state in supervisor.states.items():
         colour = {"running": "green", "restarting": "yellow"}.get(state.state, "red")
         restarts = f" ({state.restarts} restarts)" if state.restarts else ""
         parts.append(f"[{colour}]{name} {state.state}[/{colour}]{restarts}")
     known = len(watcher.catalog)
-    scan = "scanning" if not watcher.ready.is_set() else f"{known} tracks known"
-    stored = ", ".join(f"{model}: {n} embedded" for model, n in counts.items())
+    ready = watcher.ready.is_set()
+    scan = f"{known} tracks known" if ready else "scanning"
+    stored = ", ".join(
+        f"{model}: {'?' if n < 0 else n}{f'/{known}' if ready else ''} embedded"
+        + (" [yellow](paused)[/yellow]" if model in paused else "")
+        for model, n in counts.items()
+    )
     return Text.from_markup(" · ".join([*parts, scan, stored]) + "   (Ctrl+C stops)")
+
+
+class BacklogView:
+    """A progress bar per model under the status line: rows embedded of the tracks known,
+    the rate over the last `window_s` (from the row counts), and the ETA it gives."""
+
+    def __init__(self, models: Sequence[str], window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+        )
+        self.tasks: dict[str, TaskID] = {
+            m: self.progress.add_task(m, total=None, rate="", eta="-") for m in models
+        }
+        self.samples: dict[str, deque[tuple[float, int]]] = {m: deque() for m in models}
+
+    def update(
+        self, counts: dict[str, int], total: int | None, paused: frozenset[str], now: float
+    ) -> None:
+        for model, done in counts.items():
+            if done < 0:  # the store was busy: keep the last figures
+                continue
+            rate = self.rate(model, done, now)
+            left = None if total is None else max(0, total - done)
+            if left == 0:
+                eta = "done"
+            elif left is None or not rate or model in paused:
+                eta = "-"
+            else:
+                eta = str(timedelta(seconds=round(left / rate)))
+            self.progress.update(
+                self.tasks[model],
+                description=f"{model}{' [yellow](paused)[/yellow]' if model in paused else ''}",
+                completed=min(done, total) if total is not None else done,
+                total=total,
+                rate=f"{rate:.2f} tracks/s" if rate and left != 0 else "",
+                eta=eta,
+            )
+
+    def rate(self, model: str, done: int, now: float) -> float | None:
+        """Tracks/s over the window; None until a few seconds of samples exist."""
+        samples = self.samples[model]
+        if samples and done < samples[-1][1]:  # rows removed: the old samples mislead
+            samples.clear()
+        samples.append((now, done))
+        while samples and now - samples[0][0] > self.window_s:
+            samples.popleft()
+        first_at, first_done = samples[0]
+        if now - first_at < 3.0:
+            return None
+        return max(0.0, (done - first_done) / (now - first_at)) or None
 
 
 async def run_main_job(
@@ -59,6 +158,7 @@ async def run_main_job(
     models: Sequence[str],
     console: Console,
     http: bool = True,
+    web: bool = True,
 ) -> None:
     store = vector_store(settings)
     producer = make_producer(settings.kafka, role="watcher")
@@ -69,22 +169,50 @@ async def run_main_job(
         components[f"embed-{model}"] = _embedder(settings, model, store)
     components["query"] = _query_service(settings, store)
     if http:
-        components["http"] = _http_service(settings, store)
+        # The dashboard shows the supervised components' states (read when asked).
+        components["http"] = _http_service(settings, store, web, lambda: supervisor.states)
     supervisor = Supervisor(components)
     supervisor.install_signal_handlers()
     counts: dict[str, int] = dict.fromkeys(models, 0)
+    view = BacklogView(models)
+    pauses = await _follow_pauses(settings, models)
     runner = asyncio.create_task(supervisor.run())
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            while not runner.done():
+            while True:  # one last refresh after the stop: the final figures stay on screen
                 counts = await asyncio.to_thread(_row_counts, store, models)
-                live.update(status_line(supervisor, watcher, counts))
+                total = len(watcher.catalog) if watcher.ready.is_set() else None
+                paused = frozenset(
+                    m for m in models if pauses is not None and pauses.board.is_paused(m)
+                )
+                view.update(counts, total, paused, time.monotonic())
+                live.update(Group(status_line(supervisor, watcher, counts, paused), view.progress))
+                if runner.done():
+                    break
                 await asyncio.wait({runner}, timeout=1.0)
+        if not console.is_terminal:  # rich leaves the last rendered line open there
+            console.line()
         await runner
     finally:
+        if pauses is not None:
+            await pauses.stop()
         await producer.stop()
         store.close()
     console.print("stopped cleanly")
+
+
+async def _follow_pauses(settings: Settings, models: Sequence[str]) -> PauseFollower | None:
+    """The pause orders, for the status line (best effort: None when they cannot be read)."""
+    if not models:
+        return None
+    follower = PauseFollower(settings.kafka, settings.topics, models[0])
+    try:
+        await follower.start()
+    except Exception as exc:
+        log.warning("pause orders unreadable, the status line will not show them: %s", exc)
+        await follower.stop()
+        return None
+    return follower
 
 
 def _embedder(settings: Settings, model: str, store: VectorStore):  # type: ignore[no-untyped-def]
@@ -107,7 +235,9 @@ def _query_service(settings: Settings, store: VectorStore):  # type: ignore[no-u
     return component
 
 
-def _http_service(settings: Settings, store: VectorStore):  # type: ignore[no-untyped-def]
+def _http_service(  # type: ignore[no-untyped-def]
+    settings: Settings, store: VectorStore, web: bool = True, services=None
+):
     """The HTTP service (`sonicbus serve`'s app) on up's own store: Milvus Lite serves one
     process. The Navidrome plugin's endpoints need only the bus; /healthz and /metrics
     read the store."""
@@ -124,8 +254,9 @@ def _http_service(settings: Settings, store: VectorStore):  # type: ignore[no-un
                 yield  # the supervisor owns SIGINT and SIGTERM
 
         runtime = OpsRuntime(settings, store=store)
+        runtime.services = services  # for /api/overview
         await runtime.start()
-        config = uvicorn.Config(create_app(settings, runtime), host=settings.http.host,
+        config = uvicorn.Config(create_app(settings, runtime, web), host=settings.http.host,
                                 port=settings.http.port, log_level="warning")  # fmt: skip
         server = Server(config)
         serving = asyncio.create_task(server.serve())

@@ -60,6 +60,14 @@ def topic_specs(topics: TopicSettings, max_message_bytes: int) -> list[TopicSpec
             rf,
             {**common, "retention.ms": str(3600 * 1000)},
         ),
+        # Operator commands (pause/resume embedding, pipeline.control): one partition, so
+        # every follower sees them in the order given; compacted, so the latest per key stays.
+        TopicSpec(
+            topics.control,
+            1,
+            rf,
+            {**common, "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
     ]
 
 

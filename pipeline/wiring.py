@@ -22,13 +22,14 @@ from pipeline.store import VectorStore
 
 
 def model_options(settings: Settings, model: str) -> ModelOptions:
-    """A model's device, weights folder, idle unload and its own parameters."""
+    """A model's device, weights folder, idle unload, threads and its own parameters."""
     embed = settings.embed
     return ModelOptions(
         device=embed.device,
         weights_dir=embed.weights_dir / model if embed.weights_dir else None,
         cache_dir=settings.cache_dir,
         idle_unload_s=embed.idle_unload_s,
+        threads=embed.threads,  # the embedders' CPU cap: torch threads, set at load
         params=embed.params.get(model, {}),
     )
 

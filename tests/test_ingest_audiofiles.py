@@ -72,6 +72,25 @@ def test_an_untagged_file_is_still_a_track(tmp_path: Path) -> None:
     assert event.relative_path == "untitled.flac" and event.suffix == "flac"
 
 
+def test_a_file_without_a_title_tag_is_titled_by_its_file_name(tmp_path: Path) -> None:
+    # What replies, the CLI, the web UI and Navidrome's song matching then show.
+    untagged = write_tagged_audio(tmp_path / "03 Night Drive.flac", None, seconds=0.5)
+    [event] = events_for(inspect_new(untagged, tmp_path), "untagged")
+    assert event.metadata.title == "03 Night Drive"
+    tagged = write_tagged_audio(tmp_path / "01 track.flac", META, seconds=0.5)
+    [event] = events_for(inspect_new(tagged, tmp_path), "tagged")
+    assert event.metadata.title == "So What"  # a title tag wins
+    # A CUE track without a TITLE: the file name and its number.
+    audio = write_tagged_audio(tmp_path / "cut" / "Live Set.flac", None, seconds=4.0)
+    (tmp_path / "cut" / "Live Set.cue").write_text(
+        'FILE "Live Set.flac" WAVE\n  TRACK 01 AUDIO\n    INDEX 01 00:00:00\n'
+        '  TRACK 02 AUDIO\n    TITLE "Encore"\n    INDEX 01 00:02:00\n'
+    )
+    [candidate] = [c for c in walk(str(audio.parent), AUDIO) if isinstance(c, Candidate)]
+    events = events_for(inspect(candidate, None), "cut")
+    assert [e.metadata.title for e in events] == ["Live Set (01)", "Encore"]
+
+
 def test_fingerprint_samples_head_middle_and_tail(tmp_path: Path) -> None:
     data = bytearray(os.urandom(400 * 1024))
     a, b = tmp_path / "a.bin", tmp_path / "b.bin"

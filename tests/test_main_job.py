@@ -1,19 +1,25 @@
 """The README's first command, as a user runs it: `sonicbus up MUSIC_DIR`.
 
 A folder of generated songs goes in; the watcher publishes them, embed-musicnn
-embeds them, and Milvus holds one 600-d row with 50 tags per track. Deleting
-a file removes its row; Ctrl+C stops everything cleanly. Milvus here is the
-real standalone server, so the test can look inside while the job runs.
+embeds them, and Milvus holds one 600-d row with 50 tags per track, titled by
+file name (the songs have no tags). Deleting a file removes its row; Ctrl+C
+stops everything cleanly: a local broker `up` started stops with it, one that
+ran before is left running, and `up` says so. Milvus here is the real
+standalone server, so the test can look inside while the job runs.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 import httpx
 
+from pipeline import infra
 from pipeline.client import QueryClient
 from pipeline.config import MilvusSettings, Settings
 from pipeline.store import VectorStore
@@ -65,6 +71,8 @@ async def test_up_embeds_a_folder_and_follows_deletions(
             assert hit.fields["extra"]["path"] in {str(s) for s in songs}
         full = store.get(collection, [h.track_id for h in hits], with_vectors=True)
         assert all(row.vector is not None and row.vector.shape == (600,) for row in full.values())
+        # Untagged songs are titled by their file names.
+        assert sorted(row.title for row in full.values()) == [s.stem for s in songs]
 
         # The main job also answers Navidrome's questions over the bus.
         seed = hits[0].track_id
@@ -90,8 +98,76 @@ async def test_up_embeds_a_folder_and_follows_deletions(
         output, _ = job.communicate(timeout=60)
         assert job.returncode == 0, output.decode()[-3000:]
         assert b"stopped cleanly" in output
+        text = output.decode()
+        assert "musicnn: 3/3 embedded" in text  # the status line's last words, with totals
+        # The test broker ran before `up`: it is left running, and `up` says how to stop it.
+        assert "was running before `sonicbus up` and is left running" in text
+        assert "sonicbus infra down" in text
+        assert infra.port_open(settings.kafka.local_port)
     finally:
         if job.poll() is None:
             job.kill()
         store.drop_collection(collection)
         store.close()
+
+
+def bindable(port: int) -> bool:
+    """Can a server bind 127.0.0.1:port now? As Kafka binds: a port still in TIME_WAIT from
+    an earlier broker (this test's last run) is not."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair() -> int:
+    """A port whose next one is free too (a broker's listener and its controller); a random
+    start, so a rerun does not meet its predecessor's closing connections."""
+    start = 39700 + 2 * random.randrange(50)
+    for port in range(start, start + 200, 2):
+        if bindable(port) and bindable(port + 1):
+            return port
+    raise RuntimeError(f"no two free ports from {start}")
+
+
+async def test_ctrl_c_stops_the_local_broker_up_started(settings: Settings, tmp_path: Path) -> None:
+    """A user with no broker running: `up` starts one, and Ctrl+C stops it again."""
+    music = tmp_path / "music"
+    music.mkdir()
+    port = free_port_pair()
+    env = cli_env(
+        settings,
+        160,
+        SONICBUS_HOME=str(tmp_path / "home"),  # its own broker data and Milvus Lite file
+        SONICBUS_KAFKA__LOCAL_PORT=str(port),
+        SONICBUS_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
+        SONICBUS_EMBED__DEVICE="cpu",
+    )
+    job = subprocess.Popen(
+        sonicbus_command("up", "--no-http", str(music)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert job.stdout is not None
+        seen = []
+        for line in iter(job.stdout.readline, b""):  # until the embedder has joined
+            seen.append(line.decode(errors="replace"))
+            if "embedding with musicnn" in seen[-1]:
+                break
+        assert infra.port_open(port), "".join(seen)[-3000:]
+        job.send_signal(signal.SIGINT)
+        output, _ = job.communicate(timeout=90)
+        text = "".join(seen) + output.decode()
+        assert job.returncode == 0, text[-3000:]
+        assert f"stopped the local Kafka broker (127.0.0.1:{port})" in text
+        assert not infra.port_open(port)
+        assert not os.path.exists(tmp_path / "home" / f"kafka-{port}" / "kafka.pid")
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if infra.port_open(port):  # never leave a broker behind
+            infra.stop_kafka(Settings(home=tmp_path / "home", kafka={"local_port": port}))

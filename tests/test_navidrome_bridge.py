@@ -179,6 +179,11 @@ async def test_tokens_and_the_loopback_rule(running: Running) -> None:
         assert (await api.post(SIMILAR, json=body)).status_code == 200
         wrong = await api.post(SIMILAR, json=body, headers={"Authorization": "Bearer x"})
         assert wrong.status_code == 401
+        # A web page whose DNS name was rebound to 127.0.0.1: loopback caller, foreign Host.
+        rebound = await api.post(SIMILAR, json=body, headers={"Host": "evil.example:9002"})
+        assert rebound.status_code == 403 and "evil.example" in rebound.json()["detail"]
+        local = await api.post(SIMILAR, json=body, headers={"Host": "localhost:9002"})
+        assert local.status_code == 200
     async with http_client(running.settings, running.client, remote, **admin_only) as api:
         response = await api.post(SIMILAR, json=body)
         assert response.status_code == 403 and "client_token" in response.json()["detail"]

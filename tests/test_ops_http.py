@@ -48,7 +48,7 @@ async def http(running: Running) -> AsyncIterator[tuple[httpx.AsyncClient, OpsRu
     await asyncio.wait_for(runtime.follower.ready.wait(), 30)
     app = create_app(settings, runtime)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sonicbus") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         yield client, runtime
     await runtime.stop()
 

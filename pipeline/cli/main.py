@@ -14,7 +14,16 @@ import typer
 from rich.table import Table
 
 from pipeline import infra
-from pipeline.cli import embed, navidrome, ops, producers, query, reembed
+from pipeline.cli import (
+    embed,
+    navidrome,
+    ops,
+    pause,
+    producers,
+    query,
+    reembed,
+    transfer,
+)
 from pipeline.cli.common import console, fail, fail_with, settings_of
 from pipeline.config import Settings, load_settings
 from pipeline.errors import SonicbusError
@@ -190,11 +199,14 @@ def up_command(
     no_http: Annotated[
         bool, typer.Option("--no-http", help="Without the HTTP service (http.host:http.port).")
     ] = False,
+    no_web: Annotated[
+        bool, typer.Option("--no-web", help="Without the web pages; the HTTP API stays.")
+    ] = False,
 ) -> None:
     """The main job: local Kafka + Milvus, the watcher, the embedders, the query and HTTP
     services (the Navidrome plugin's way in), supervised."""
     from models.registry import available_models
-    from pipeline.mainjob import prepare_services, run_main_job
+    from pipeline.mainjob import prepare_services, release_services, run_main_job
 
     settings = settings_of(ctx)
     missing = [str(d) for d in music_dirs if not d.is_dir()]
@@ -208,7 +220,7 @@ def up_command(
     if not no_http and infra.port_open(settings.http.port, settings.http.host):
         raise fail(f"HTTP port {http} is taken: set http.port (SONICBUS_HTTP__PORT) or --no-http")
     try:
-        prepare_services(settings)
+        kafka_started = prepare_services(settings)
     except infra.InfraError as exc:
         raise fail(str(exc)) from exc
     except Exception as exc:
@@ -216,17 +228,23 @@ def up_command(
     console.print(
         f"Kafka {settings.kafka.bootstrap_servers} · Milvus {settings.milvus_uri} · "
         f"models {', '.join(models)} · music {', '.join(map(str, music_dirs))}"
-        + ("" if no_http else f" · HTTP http://{http} (Navidrome plugin: /navidrome/v1)")
+        + ("" if no_http else f" · HTTP http://{http}" + ("" if no_web else " (dashboard: /)"))
     )
-    asyncio.run(run_main_job(settings, music_dirs, models, console, http=not no_http))
+    try:
+        asyncio.run(run_main_job(settings, music_dirs, models, console, http=not no_http,
+                                 web=not no_web))  # fmt: skip
+    finally:  # Ctrl+C: what up started stops with it (the broker too, if it was ours)
+        release_services(settings, kafka_started, console)
 
 
 # The commands of each group, after the local setup's own (`sonicbus --help` lists them so).
 producers.register(app)
 embed.register(app)
+pause.register(app)
 query.register(app, schemas_app)
 ops.register(app)
 reembed.register(app)
+transfer.register(app)
 navidrome.register(app)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -17,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pipeline.cli.common import console, dash, duration, fail, parse_time
+from pipeline.cli.running import ask_running, held_note, lite_held, not_answering, quiet_lite
 from pipeline.config import Settings
 from pipeline.ops.dlq import (
     DeadLetterRecord,
@@ -28,21 +31,46 @@ from pipeline.ops.dlq import (
     summarise,
 )
 from pipeline.ops.lag import BrokerUnavailable, GroupLag, GroupNotFound, LagReader, LagTracker
-from pipeline.ops.status import StatusReport, collect_status, our_groups
+from pipeline.ops.status import StatusReport, collect_status, lag_groups
 
 dlq_app = typer.Typer(help="Dead letters: list, show, re-publish after a fix, purge.")
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
-def group_table(report: GroupLag) -> Table:
-    rate = f"{report.throughput:g}/s" if report.throughput is not None else "-"
-    table = Table(
-        title=f"{report.group} · {report.state} · {len(report.members)} member(s) · "
+WIDE = 120  # below this many columns, tables leave out what needs the width
+
+
+def rate_text(throughput: float | None) -> str:
+    return f"{throughput:g}/s" if throughput is not None else "-"
+
+
+def group_title(report: GroupLag) -> str:
+    return (
+        f"{report.group} · {report.state} · {len(report.members)} member(s) · "
         f"lag {report.lag} · pending {report.pending} · oldest {duration(report.lag_seconds)} · "
-        f"{rate} · ETA {duration(report.eta_s)}",
-        title_justify="left",
+        f"{rate_text(report.throughput)} · ETA {duration(report.eta_s)}"
     )
+
+
+def group_table(report: GroupLag) -> Table:
+    """The group as Kafka's tool shows it (narrow terminals: the figures without the
+    member columns, which follow in one line per member)."""
+    table = Table(title=group_title(report), title_justify="left")
+    if console.width < WIDE:
+        for name in ("TOPIC", "PART", "CURRENT", "LOG-END", "LAG", "PENDING", "AGE"):
+            table.add_column(name, justify="left" if name == "TOPIC" else "right", overflow="fold")
+        for p in report.partitions:
+            table.add_row(
+                p.topic, str(p.partition), dash(p.committed), str(p.log_end), dash(p.lag),
+                str(p.pending), duration(p.lag_seconds),
+            )  # fmt: skip
+        members = [f"{m.client_id}@{m.host}: {', '.join(m.assignment) or '-'}"
+                   for m in report.members]  # fmt: skip
+        if members:
+            table.caption = "members: " + "; ".join(members)
+            table.caption_justify = "left"
+        return table
     columns = ("TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "PENDING",
                "LAG-SECONDS", "CONSUMER-ID", "HOST", "CLIENT-ID")  # fmt: skip
     for name in columns:
@@ -56,38 +84,73 @@ def group_table(report: GroupLag) -> Table:
     return table
 
 
+def plain_lines(reports: list[GroupLag]) -> list[str]:
+    """One line per group, no control codes: `lag --watch` into a file or a pipe."""
+    now = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return [
+        f"{now} {r.group} state={r.state} members={len(r.members)} lag={r.lag} "
+        f"pending={r.pending} oldest={r.lag_seconds:g}s throughput={rate_text(r.throughput)} "
+        f"eta={duration(r.eta_s).replace(' ', '')}"
+        for r in reports
+    ]
+
+
+def groups_table(report: StatusReport) -> Table:
+    """Groups with lag, rate and ETA (narrow terminals: without Kafka's own `lag`)."""
+    narrow = console.width < WIDE
+    table = Table(title="consumer groups", title_justify="left")
+    columns = ["group", "state", "members", "lag", "pending", "oldest", "rate", "ETA"]
+    if narrow:
+        columns.remove("lag")
+    for column in columns:
+        right = column not in ("group", "state")
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    for g in report.groups:
+        cells = [g.group, g.state, str(len(g.members)), str(g.lag), str(g.pending),
+                 duration(g.lag_seconds), rate_text(g.throughput), duration(g.eta_s)]  # fmt: skip
+        table.add_row(*(cells[:3] + cells[4:] if narrow else cells))
+    for name in report.missing_groups:
+        table.add_row(name, "[yellow]never seen[/yellow]", "0", *["-"] * (len(columns) - 3))
+    return table
+
+
+def models_table(report: StatusReport) -> Table:
+    """Per model its collections, replay, embedders and load state (narrow terminals: the
+    collection it writes shown only where it is not the active one)."""
+    narrow = console.width < WIDE
+    table = Table(title="models", title_justify="left")
+    columns = ["model", "active collection", "writes to", "replay", "embedders", "load"]
+    if narrow:
+        columns.remove("writes to")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for m in report.models:
+        active, target = m.active_collection, m.target_collection
+        if narrow:
+            collection = active if target == active else f"{active} (writes to {target})"
+            table.add_row(m.model, collection, m.replay or "-", str(m.embedders), m.load_state)
+        else:
+            table.add_row(m.model, active, target, m.replay or "-", str(m.embedders), m.load_state)
+    return table
+
+
 def status_tables(report: StatusReport) -> list[Table]:
     services = Table(title="services", title_justify="left")
     for column in ("service", "address", "state", "detail"):
-        services.add_column(column)
+        services.add_column(column, overflow="fold")
     for s in report.services:
         state = "[green]reachable[/green]" if s.reachable else "[red]unreachable[/red]"
         services.add_row(s.name, s.address, state, s.detail)
-    groups = Table(title="consumer groups", title_justify="left")
-    for column in ("group", "state", "members", "lag", "pending", "oldest", "ETA"):
-        groups.add_column(column)
-    for g in report.groups:
-        groups.add_row(
-            g.group, g.state, str(len(g.members)), str(g.lag), str(g.pending),
-            duration(g.lag_seconds), duration(g.eta_s),
-        )  # fmt: skip
-    for name in report.missing_groups:
-        groups.add_row(name, "[yellow]never seen[/yellow]", "0", "-", "-", "-", "-")
-    models = Table(title="models", title_justify="left")
-    for column in ("model", "active collection", "writes to", "replay", "embedders", "model"):
-        models.add_column(column)
-    for m in report.models:
-        models.add_row(
-            m.model, m.active_collection, m.target_collection, m.replay or "-",
-            str(m.embedders), m.load_state,
-        )  # fmt: skip
+    groups, models = groups_table(report), models_table(report)
     collections = Table(title="collections", title_justify="left")
     for column in ("collection", "rows", "role"):
-        collections.add_column(column)
+        collections.add_column(
+            column, justify="right" if column == "rows" else "left", overflow="fold"
+        )
     for c in report.collections:
         collections.add_row(c.name, str(c.rows), c.role)
     dlq = Table(title=f"dead letters: {report.dead_letters}", title_justify="left")
-    dlq.add_column("stage/group")
+    dlq.add_column("stage/group", overflow="fold")
     dlq.add_column("records", justify="right")
     for key, count in report.dead_letters_by.items():
         dlq.add_row(key, str(count))
@@ -120,14 +183,16 @@ def lag_command(
     tracker = LagTracker(settings.ops.rate_window_s)
 
     async def sample(reader: LagReader) -> list[GroupLag]:
-        reports = [await reader.describe(group)] if group else await our_groups(settings, reader)
-        if not group:
-            for report in reports:
-                await reader.fill_ages(report)
-        return [tracker.observe(r) for r in reports]
+        return await lag_groups(settings, reader, tracker, group)
 
     def emit(reports: list[GroupLag]) -> str:
         return json.dumps({"groups": [r.model_dump(mode="json") for r in reports]})
+
+    def show(reports: list[GroupLag]) -> None:
+        for report in reports:
+            console.print(group_table(report))
+        if not reports:
+            console.print(f"no consumer group reads {settings.topics.prefix}* topics")
 
     async def main() -> None:
         async with LagReader(settings.kafka) as reader:
@@ -136,14 +201,12 @@ def lag_command(
                 if as_json:
                     print(emit(reports))
                 else:
-                    for report in reports:
-                        console.print(group_table(report))
-                    if not reports:
-                        console.print(f"no consumer group reads {settings.topics.prefix}* topics")
+                    show(reports)
                 return
-            if as_json:
+            if as_json or not console.is_terminal:  # a file or a pipe: plain lines
                 while True:
-                    print(emit(reports), flush=True)
+                    lines = [emit(reports)] if as_json else plain_lines(reports)
+                    print("\n".join(lines) or "no consumer group", flush=True)
                     await asyncio.sleep(interval)
                     reports = await sample(reader)
             with Live(Group(*map(group_table, reports)), console=console) as live:
@@ -166,22 +229,50 @@ def status_command(ctx: typer.Context, as_json: AsJson = False) -> None:
     Models: active collection, replay, embedders and load state (inferred from the bus).
     """
     settings: Settings = ctx.obj
-    report = asyncio.run(collect_status(settings))
+    with quiet_lite():
+        report = asyncio.run(collect_status(settings))
+    milvus = next((s for s in report.services if s.name == "milvus"), None)
+    note = ""
+    if milvus is not None and not milvus.reachable and lite_held(settings, milvus.detail):
+        report, note = _status_of_running(settings, report)
     if as_json:
         print(report.model_dump_json(indent=2))
+        if note:
+            print(note, file=sys.stderr)
     else:
+        if note:
+            console.print(note, highlight=False)
         for table in status_tables(report):
             console.print(table)
     if not report.healthy:
         raise typer.Exit(code=1)
 
 
+def _status_of_running(settings: Settings, report: StatusReport) -> tuple[StatusReport, str]:
+    """The running process's status when it holds our Milvus Lite file (see running.py)."""
+    answer = ask_running(settings, "/api/status")
+    if answer is None or answer.status != 200:
+        why = not_answering(settings) if answer is None else f"{answer.url}: {answer.detail}"
+        return report, why
+    remote = StatusReport.model_validate(answer.body)
+    milvus = next((s for s in remote.services if s.name == "milvus"), None)
+    if milvus is None or milvus.address != settings.milvus_uri:
+        where = milvus.address if milvus else "no Milvus"
+        return report, f"{answer.url} serves another database ({where}); {not_answering(settings)}"
+    return remote, held_note(settings, answer)
+
+
 def serve_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address (http.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (http.port).")] = None,
+    no_web: Annotated[
+        bool, typer.Option("--no-web", help="Without the web pages; the HTTP API stays.")
+    ] = False,
 ) -> None:
-    """The HTTP service: health, metrics, re-embed control, the older HTTP API on the bus.
+    """The HTTP service: the dashboard at /, health, metrics, re-embed control, the older
+    HTTP API on the bus. Off loopback, pages and API ask for a login (http.password or a
+    Navidrome account) or a bearer token.
 
     OpenAPI at /docs and /openapi.json.
     """
@@ -190,10 +281,13 @@ def serve_command(
     from pipeline.http.app import create_app
 
     settings: Settings = ctx.obj
+    # The app decides on the login from the address it is really bound to.
+    bound = {"host": host or settings.http.host, "port": port or settings.http.port}
+    settings = settings.model_copy(update={"http": settings.http.model_copy(update=bound)})
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.http.host,
-        port=port or settings.http.port,
+        create_app(settings, web=not no_web),
+        host=settings.http.host,
+        port=settings.http.port,
         log_level=settings.log_level.lower(),
     )
 

@@ -5,12 +5,14 @@ failures) until the group caught up, then switches a fresh collection active.
 Ctrl+C only stops watching: the replay goes on, and `--status` (from any
 terminal) or `sonicbus serve` finishes it. `--embed` also runs the model's
 embedder in this process for the length of the replay: the way to replay on
-Milvus Lite, which serves one process at a time.
+Milvus Lite, which serves one process at a time. While `sonicbus up` holds Milvus
+Lite, `--status` asks the running process over its HTTP API (running.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Annotated
 
 import typer
@@ -18,6 +20,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from pipeline.cli.common import console, duration, fail, parse_time
+from pipeline.cli.running import (
+    LITE_HELD,
+    ask_running,
+    held_note,
+    lite_held,
+    not_answering,
+    other_store,
+    quiet_lite,
+)
 from pipeline.config import Settings
 from pipeline.ops.lag import BrokerUnavailable, LagReader
 from pipeline.ops.progress import ReplayProgress, ReplayRate, finish_replay, replay_progress
@@ -204,12 +215,14 @@ def reembed_command(
             return await _with_embedder(settings, store, model)
         return await follow(settings, store, model)
 
+    note = ""
     try:
-        result = asyncio.run(main())
-    except ReplayError as exc:
-        raise fail(_hint(str(exc), store)) from exc
-    except (StoreUnavailable, BrokerUnavailable) as exc:
-        raise fail(_hint(str(exc), store)) from exc
+        with quiet_lite():
+            result = asyncio.run(main())
+    except (ReplayError, StoreUnavailable, BrokerUnavailable) as exc:
+        if not (status and lite_held(settings, str(exc))):
+            raise fail(_hint(str(exc), store)) from exc
+        result, note = _progress_of_running(settings, model)
     except KeyboardInterrupt:
         console.print(
             f"stopped watching; the replay goes on: `sonicbus reembed -m {model} --status`"
@@ -221,12 +234,29 @@ def reembed_command(
         return
     if as_json:
         print(result.model_dump_json(indent=2))
+        if note:
+            print(note, file=sys.stderr)
     else:
+        if note:
+            console.print(note, highlight=False)
         console.print(progress_table(result))
 
 
+def _progress_of_running(settings: Settings, model: str) -> tuple[ReplayProgress, str]:
+    """`--status` from the running process that holds our Milvus Lite file (running.py)."""
+    why = other_store(settings)
+    if why is not None:
+        raise fail(why)
+    answer = ask_running(settings, f"/reembed/{model}")
+    if answer is None:
+        raise fail(not_answering(settings))
+    if answer.status != 200:
+        raise fail(f"{answer.detail} (answered by the running sonicbus, {answer.url})")
+    return ReplayProgress.model_validate(answer.body), held_note(settings, answer)
+
+
 def _hint(message: str, store: VectorStore) -> str:
-    if store.is_lite and "Open local milvus failed" in message:
+    if store.is_lite and any(words in message for words in LITE_HELD):
         return (
             f"{message}: Milvus Lite ({store.uri}) serves one process at a time; stop the "
             "process holding it (sonicbus up/embed/serve) and use `reembed --embed`, or use a "

@@ -10,13 +10,20 @@ For each batch of `tracks` records (stages, in order):
 6. rows are upserted and flushed (Milvus down -> TransientError: the worker
    rewinds and retries, committing nothing);
 7. an `EmbeddingEvent` per track is published; the worker then commits.
+
+Between batches the worker asks the control topic whether the operator paused
+this model (`sonicbus pause`, pipeline.ops.pause); `embed.threads` caps the
+CPU threads of torch, BLAS and the decode pool (`cap_threads`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -32,10 +39,12 @@ from pipeline.consumers.worker import (
     PermanentError,
     TransientError,
 )
+from pipeline.control import PauseFollower
 from pipeline.navidrome.database import NavidromeUnavailable
 from pipeline.navidrome.download import NavidromeRefused, reachable_audio
 from pipeline.schemas import EmbeddingEvent, TrackEvent, TrackMetadata
 from pipeline.schemas.embeddings import NearDuplicate, StageTimings
+from pipeline.schemas.tracks import title_from_file_name
 from pipeline.store import StoreUnavailable, VectorRow, VectorStore
 from pipeline.topics import embed_group
 from pipeline.wiring import embedding_model, vector_store
@@ -68,6 +77,20 @@ class Embedder:
         self.force = False
         self._ready: set[str] = set()
         self.limits = DecodeLimits(max_duration_s=settings.embed.max_duration_s)
+        # Decoding runs here, not in the loop's shared default pool, so `embed.threads`
+        # bounds it (None: asyncio's default pool, as many threads as it allows). The slots
+        # let a file wait for a thread before its decode timeout starts.
+        threads = settings.embed.threads
+        self.decode_pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix=f"decode-{model.model.name}")
+            if threads
+            else None
+        )
+        self.decode_slots = asyncio.Semaphore(threads) if threads else None
+
+    def close(self) -> None:
+        if self.decode_pool is not None:
+            self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     async def prepare(self) -> None:
         name = self.model.model.name
@@ -168,17 +191,19 @@ class Embedder:
             # The file itself, or its original fetched from Navidrome when the path
             # cannot be read on this machine (pipeline.navidrome.download).
             async with reachable_audio(event, self.settings.navidrome) as path:
-                samples = await asyncio.wait_for(
-                    asyncio.to_thread(
-                        decode_audio,
-                        path,
-                        self.model.model.sample_rate,
-                        segment.start_s if segment else 0.0,
-                        segment.end_s if segment else None,
-                        self.limits,
-                    ),
-                    timeout=self.settings.embed.decode_timeout_s,
+                decode = functools.partial(
+                    decode_audio,
+                    path,
+                    self.model.model.sample_rate,
+                    segment.start_s if segment else 0.0,
+                    segment.end_s if segment else None,
+                    self.limits,
                 )
+                async with self.decode_slots or contextlib.nullcontext():
+                    samples = await asyncio.wait_for(
+                        asyncio.get_running_loop().run_in_executor(self.decode_pool, decode),
+                        timeout=self.settings.embed.decode_timeout_s,
+                    )
         except NavidromeRefused as exc:
             return Failure(delivery, PermanentError(str(exc), stage="audio"))
         except NavidromeUnavailable as exc:  # server down or slow: retry the batch later
@@ -222,7 +247,7 @@ class Embedder:
             track_id=event.track_id,
             vector=embedding.vector,
             artist=meta.artist or "",
-            title=meta.title or "",
+            title=meta.title or title_from_file_name(event.path),
             album=meta.album or "",
             duration=meta.duration_s or 0.0,
             fingerprint=event.fingerprint.token() if event.fingerprint else "",
@@ -276,6 +301,7 @@ async def run_embedder(
     # Load before joining the group: a missing or wrong weights folder stops this
     # component with a clear error (the supervisor retries) before any record is read.
     await asyncio.to_thread(model.ensure_loaded)
+    cap_threads(settings.embed.threads)
     producer = make_producer(settings.kafka, role=f"embed-{model_name}")
     consumer = make_consumer(
         settings.kafka,
@@ -285,9 +311,11 @@ async def run_embedder(
         max_poll_interval_ms=900_000,
     )
     embedder = Embedder(settings, model, store, producer)
+    gate = PauseFollower(settings.kafka, settings.topics, model_name)
     await producer.start()
     try:
         await embedder.prepare()
+        await gate.start()  # a standing pause holds before the first fetch
         await consumer.start()
         worker = BatchWorker(
             consumer=consumer,
@@ -298,15 +326,30 @@ async def run_embedder(
             handler=embedder.handle,
             batch_size=settings.embed.batch_tracks,
             max_attempts=settings.embed.max_attempts,
+            gate=gate,
         )
         log.info("embedding with %s (group %s)", model_name, embed_group(settings, model_name))
         await worker.run(stop)
     finally:
         await consumer.stop()
+        await gate.stop()
         await producer.stop()
+        embedder.close()
         model.close()
         if own_store:
             store.close()
+
+
+def cap_threads(threads: int | None) -> None:
+    """`embed.threads`: the model's torch threads are set when it loads (ModelOptions);
+    this caps the native BLAS/OpenMP pools the process has loaded (numpy, librosa, torch's
+    own), process-wide. None leaves them as they are (all cores)."""
+    if threads is None:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    log.info("embedders capped at %d CPU threads (embed.threads)", threads)
 
 
 def musicbrainz_ids(meta: TrackMetadata) -> dict[str, str]:

@@ -14,6 +14,11 @@ Guarantees, in order of the loop:
 A handler that raises anything else is retried; when the batch keeps failing,
 its records are retried one by one so a single poison record is isolated and
 dead-lettered instead of blocking the partition.
+
+A `PauseGate` (the operator's pause, `sonicbus pause`) is asked between
+batches: while it says paused, the worker fetches nothing and commits nothing
+(its partitions are paused in the consumer, which still polls, so it stays in
+its group); the batch in hand was finished and committed before.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -71,6 +76,12 @@ class Failure:
 Handler = Callable[[list[Delivery[T]]], Awaitable[list[Failure]]]
 
 
+class PauseGate(Protocol):
+    """Says whether the worker must hold between batches (pipeline.control.PauseFollower)."""
+
+    def is_paused(self) -> bool: ...
+
+
 @dataclass
 class Backoff:
     """Exponential backoff with jitter, capped."""
@@ -108,6 +119,7 @@ class BatchWorker(Generic[T]):
         batch_timeout_ms: int = 500,
         max_attempts: int = 5,
         backoff: Backoff | None = None,
+        gate: PauseGate | None = None,
     ) -> None:
         self.consumer = consumer
         self.dlq = DeadLetterSink(producer, dlq_topic)
@@ -118,13 +130,37 @@ class BatchWorker(Generic[T]):
         self.batch_timeout_ms = batch_timeout_ms
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
+        self.gate = gate
         self.stats = WorkerStats()
         self._failed_attempts = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set; the current batch is finished first."""
         while not stop.is_set():
+            if self.gate is not None and self.gate.is_paused():
+                await self.hold(stop)
+                continue
             await self.step()
+
+    async def hold(self, stop: asyncio.Event) -> None:
+        """While paused: fetch and commit nothing, but keep polling (group membership)."""
+        try:
+            while not stop.is_set() and self.gate is not None and self.gate.is_paused():
+                assigned = self.consumer.assignment()
+                if assigned:
+                    self.consumer.pause(*assigned)
+                batches = await self.consumer.getmany(timeout_ms=self.batch_timeout_ms)
+                # A rebalance may hand over a partition between pause() and getmany():
+                # its records were not worked on, so put its position back.
+                stray = [r for partition_records in batches.values() for r in partition_records]
+                if stray:
+                    self._rewind(stray)
+                if not assigned:
+                    await asyncio.sleep(self.batch_timeout_ms / 1000)
+        finally:
+            paused = self.consumer.paused()
+            if paused:
+                self.consumer.resume(*paused)
 
     async def step(self) -> int:
         """Fetch and process one batch; returns the number of records it covered."""

@@ -14,6 +14,12 @@ Endpoints (OpenAPI at /openapi.json, try them at /docs):
   replies; the batch job is a replay per model.
 - POST /navidrome/v1/similar, POST /navidrome/v1/path: what the Navidrome plugin
   asks (navidrome.py), bridged onto the bus the same way.
+- /api/*: the dashboard's API (dashboard_api.py): overview, live events, lag, status,
+  dead letters; GET /api/export/{model}: the collection as a file (exports.py).
+- GET /api/embedding, POST /api/embedding/pause|resume: pause embedding, the CPU cap
+  (embedding_control.py).
+- GET /: the web UI, the operations dashboard (web.py; `--no-web` leaves it out), and
+  /login, /auth/*: the web login and its sessions (login.py).
 `/embed_text` is answered here, with the encoders the query service uses
 (models/text.py): the request/reply contract has no operation that returns a
 vector, and a prompt's vector needs no library.
@@ -42,8 +48,13 @@ from pipeline.config import Settings
 from pipeline.errors import REPLY_HTTP_STATUS, SonicbusError
 from pipeline.http import bridge
 from pipeline.http.auth import admin_access, reader_access
+from pipeline.http.dashboard_api import dashboard_router
+from pipeline.http.embedding_control import embedding_router
+from pipeline.http.exports import export_router
+from pipeline.http.login import install_login
 from pipeline.http.navidrome import navidrome_router
 from pipeline.http.runtime import OpsRuntime
+from pipeline.http.web import web_router
 from pipeline.ops.progress import (
     ReplayProgress,
     ReplayRate,
@@ -84,8 +95,11 @@ class Health(BaseModel):
     consumers: list[dict[str, Any]]
 
 
-def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI:
-    """The FastAPI app; with no `runtime` given, the app starts and stops its own."""
+def create_app(settings: Settings, runtime: OpsRuntime | None = None, web: bool = True) -> FastAPI:
+    """The FastAPI app; with no `runtime` given, the app starts and stops its own.
+
+    `web=False` (`--no-web`) leaves out the pages (web.py); the API and the login stay.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -213,6 +227,12 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None) -> FastAPI
         return bridge.from_reply(reply, body)
 
     app.include_router(navidrome_router(settings, lambda: rt().client))
+    app.include_router(dashboard_router(settings, rt))
+    app.include_router(embedding_router(settings))
+    app.include_router(export_router(settings, rt))
+    install_login(app, settings)
+    if web:
+        app.include_router(web_router(settings))
 
     @app.post("/embed_text", response_model=bridge.TextEmbeddingResponse, tags=["older API"],
               dependencies=reader_only)  # fmt: skip

@@ -21,6 +21,7 @@ from pipeline.http import bridge
 from pipeline.ops.dlq import dlq_partitions
 from pipeline.ops.lag import LagReader, LagTracker
 from pipeline.ops.metrics import BusFollower, OpsMetrics, Snapshot
+from pipeline.ops.overview import Components
 from pipeline.ops.progress import ReplayRate, replay_progress, watch_replays
 from pipeline.ops.replay import current
 from pipeline.ops.status import describe_collections, last_embedded, model_info, our_groups
@@ -50,6 +51,8 @@ class OpsRuntime:
         self.sampled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._text: TextSupport | None = None
+        # Under `sonicbus up`: the supervisor's components, shown as services by /api/overview.
+        self.services: Components | None = None
 
     @property
     def text(self) -> TextSupport:

@@ -24,7 +24,8 @@ from pipeline import infra
 from pipeline.bus import make_consumer
 from pipeline.config import Settings
 from pipeline.ops.dlq import read_dead_letters, summarise
-from pipeline.ops.lag import GroupLag, GroupNotFound, LagReader
+from pipeline.ops.lag import GroupLag, GroupNotFound, LagReader, LagTracker
+from pipeline.ops.throughput import apply_rates, output_rates
 from pipeline.schemas import EmbeddingEvent, SchemaError
 from pipeline.store import VectorStore
 from pipeline.topics import embed_group, list_topics, query_group
@@ -106,6 +107,30 @@ async def our_groups(settings: Settings, reader: LagReader) -> list[GroupLag]:
         if report.partitions:
             found.append(report.model_copy(update={"members": members}))
     return found
+
+
+async def lag_groups(
+    settings: Settings,
+    reader: LagReader,
+    tracker: LagTracker | None = None,
+    group: str | None = None,
+) -> list[GroupLag]:
+    """What `sonicbus lag [GROUP] --json` prints and GET /api/lag answers.
+
+    Without `group`: sonicbus' groups, rows of this install's topics only, with the
+    age of their oldest unread record; with one: every row of that group, as Kafka's
+    tool shows it (GroupNotFound when it does not exist). Throughput and ETA come from
+    the groups' output topics where they have one (throughput.py), else from `tracker`.
+    """
+    tracker = tracker or LagTracker(settings.ops.rate_window_s)
+    if group:
+        reports = [await reader.describe(group)]
+    else:
+        reports = await our_groups(settings, reader)
+        for report in reports:
+            await reader.fill_ages(report)
+    reports = [tracker.observe(r) for r in reports]
+    return apply_rates(reports, await output_rates(settings, reader))
 
 
 async def last_embedded(settings: Settings, per_partition: int = 200) -> dict[str, datetime]:
@@ -191,9 +216,7 @@ async def collect_status(settings: Settings, store: VectorStore | None = None) -
     members: dict[str, int] = {}
     if kafka.reachable:
         async with LagReader(settings.kafka) as reader:
-            groups = {g.group: g for g in await our_groups(settings, reader)}
-            for group in groups.values():
-                await reader.fill_ages(group)
+            groups = {g.group: g for g in await lag_groups(settings, reader)}
         report.groups = list(groups.values())
         report.missing_groups = [g for g in watched_groups(settings) if g not in groups]
         members = {g: len(r.members) for g, r in groups.items()}

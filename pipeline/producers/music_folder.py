@@ -37,6 +37,7 @@ from pipeline.producers.cue import (
     tracks_for,
 )
 from pipeline.schemas import Fingerprint, Segment, TrackEvent, TrackMetadata
+from pipeline.schemas.tracks import title_from_file_name
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,11 @@ def events_for(inspection: Inspection, base_id: str) -> list[TrackEvent]:
     candidate = inspection.candidate
     assert inspection.facts is not None, "events_for needs a fully inspected file"
     tags = inspection.facts.metadata
+    # No title tag: the file name, so replies, the CLI, the UI and Navidrome's song
+    # matching show "03 Intro" rather than nothing.
+    name = title_from_file_name(candidate.path)
+    if not tags.title:
+        tags = tags.model_copy(update={"title": name})
     common = {
         "path": candidate.path,
         "library_root": candidate.root,
@@ -278,7 +284,7 @@ def events_for(inspection: Inspection, base_id: str) -> list[TrackEvent]:
     for cut in inspection.segments:
         track = cut.track
         metadata = TrackMetadata(
-            title=track.title,
+            title=track.title or f"{name} ({track.number:02d})",
             artist=track.performer or sheet.performer or tags.artist,
             album_artist=sheet.performer or tags.album_artist,
             album=sheet.title or tags.album,

@@ -40,6 +40,14 @@ class TrackMetadata(BaseModel):
     mbz_artist_id: str | None = None
 
 
+def title_from_file_name(path: str) -> str:
+    """The title of a track without a title tag: its file name without the extension
+    ("03 Intro.flac" -> "03 Intro"), as Navidrome shows such files too."""
+    name = path.rsplit("/", 1)[-1]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
 class Segment(BaseModel):
     """Part of a file that is a track of its own (a CUE sheet entry)."""
 

@@ -239,11 +239,23 @@ class VectorStore(MilvusConnection):
 
     # -- rows -------------------------------------------------------------
 
-    def upsert(self, collection: str, rows: Sequence[VectorRow], flush: bool = True) -> None:
-        """Insert or replace rows by track_id; flushing makes them fast to search."""
+    def upsert(
+        self,
+        collection: str,
+        rows: Sequence[VectorRow],
+        flush: bool = True,
+        as_stored: bool = False,
+    ) -> None:
+        """Insert or replace rows by track_id; flushing makes them fast to search.
+
+        `as_stored`: the vectors are unit length already (rows read back from a
+        store, as an export holds them) and are written bit for bit; normalising
+        them again moves the last bit of about a quarter of them.
+        """
         if not rows:
             return
-        vectors = normalise(np.stack([np.asarray(r.vector, dtype=np.float32) for r in rows]))
+        stacked = np.stack([np.asarray(r.vector, dtype=np.float32) for r in rows])
+        vectors = stacked if as_stored else normalise(stacked)
         if not np.isfinite(vectors).all():
             raise ValueError("refusing to store a vector with NaN or infinity")
         data = []
