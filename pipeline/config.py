@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.job_settings import JobsSettings
 from pipeline.service_settings import HttpSettings, OpsSettings, QuerySettings
 
 __all__ = [
@@ -311,6 +312,7 @@ class Settings(BaseSettings):
     query: QuerySettings = Field(default_factory=QuerySettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
 
     @classmethod
     def settings_customise_sources(

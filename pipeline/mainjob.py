@@ -36,6 +36,7 @@ from pipeline.config import Settings
 from pipeline.consumers.embedder import run_embedder
 from pipeline.consumers.query import run_query_service
 from pipeline.control import PauseFollower
+from pipeline.jobs import jobs_worker_component, scheduler_component
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.store import VectorStore
 from pipeline.supervisor import Supervisor
@@ -168,6 +169,9 @@ async def run_main_job(
     for model in models:
         components[f"embed-{model}"] = _embedder(settings, model, store)
     components["query"] = _query_service(settings, store)
+    # Long jobs and their schedules need the store too (Milvus Lite: one process).
+    components["jobs"] = jobs_worker_component(settings, store)
+    components["scheduler"] = scheduler_component(settings)
     if http:
         # The dashboard shows the supervised components' states (read when asked).
         components["http"] = _http_service(settings, store, web, lambda: supervisor.states)

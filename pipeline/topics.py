@@ -68,7 +68,37 @@ def topic_specs(topics: TopicSettings, max_message_bytes: int) -> list[TopicSpec
             rf,
             {**common, "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         ),
+        # Long jobs (pipeline.jobs): requests kept a week; their events compacted, so the
+        # latest per job id is the job's state (how a redelivered request is deduplicated);
+        # the schedules set through the HTTP API compacted by name, one partition.
+        TopicSpec(
+            jobs_topic(topics), topics.partitions, rf,
+            {**common, "retention.ms": str(7 * 24 * 3600 * 1000)},
+        ),
+        TopicSpec(
+            job_events_topic(topics), topics.partitions, rf,
+            {**common, "cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"},
+        ),
+        TopicSpec(
+            job_schedules_topic(topics), 1, rf,
+            {**common, "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
     ]
+
+
+def jobs_topic(topics: TopicSettings) -> str:
+    """`jobs`: JobRequests keyed by job id (pipeline.schemas.jobs)."""
+    return topics.name("jobs")
+
+
+def job_events_topic(topics: TopicSettings) -> str:
+    """`job-events`: JobEvents keyed by job id (cancel requests: `cancel:<job id>`)."""
+    return topics.name("job-events")
+
+
+def job_schedules_topic(topics: TopicSettings) -> str:
+    """`job-schedules`: the schedules set through the HTTP API, keyed by name."""
+    return topics.name("job-schedules")
 
 
 async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
@@ -137,6 +167,11 @@ async def topic_config(kafka: KafkaSettings, topic: str) -> dict[str, str]:
 def embed_group(settings: Settings, model: str) -> str:
     """The `embed-<model>` consumer group (with the install's group prefix)."""
     return settings.topics.group(f"embed-{model}")
+
+
+def jobs_group(settings: Settings) -> str:
+    """The `jobs` consumer group (with the install's group prefix)."""
+    return settings.topics.group("jobs")
 
 
 def query_group(settings: Settings) -> str:

@@ -10,6 +10,7 @@ standalone server, so the test can look inside while the job runs.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -88,6 +89,12 @@ async def test_up_embeds_a_folder_and_follows_deletions(
             body = {"song": {"id": seed, "name": ""}, "count": 5}
             answer = (await web.post("/navidrome/v1/similar", json=body, timeout=30)).json()
         assert [m["song"]["id"] for m in answer["matches"]] == [t.track_id for t in reply.tracks]
+
+        # A second terminal while `up` runs: `sonicbus status` shows the collection's rows.
+        status = subprocess.run(sonicbus_command("status", "--json"), env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        report = json.loads(status.stdout)
+        assert {c["name"]: c["rows"] for c in report["collections"]}[collection] == 4, status
 
         songs[0].unlink()
         await wait_for(lambda: rows() == 3, timeout=60)

@@ -16,6 +16,7 @@ from rich.table import Table
 from pipeline import infra
 from pipeline.cli import (
     embed,
+    jobs,
     navidrome,
     ops,
     pause,
@@ -246,6 +247,7 @@ ops.register(app)
 reembed.register(app)
 transfer.register(app)
 navidrome.register(app)
+jobs.register(app)
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ from pipeline.http.auth import admin_access, reader_access
 from pipeline.http.dashboard_api import dashboard_router
 from pipeline.http.embedding_control import embedding_router
 from pipeline.http.exports import export_router
+from pipeline.http.jobs_api import jobs_router
 from pipeline.http.login import install_login
 from pipeline.http.navidrome import navidrome_router
 from pipeline.http.runtime import OpsRuntime
@@ -230,6 +231,7 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None, web: bool 
     app.include_router(dashboard_router(settings, rt))
     app.include_router(embedding_router(settings))
     app.include_router(export_router(settings, rt))
+    app.include_router(jobs_router(settings))
     install_login(app, settings)
     if web:
         app.include_router(web_router(settings))
