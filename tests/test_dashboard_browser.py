@@ -29,8 +29,16 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from pipeline import infra
 from pipeline.bus import make_producer
-from pipeline.config import EmbedSettings, HttpSettings, MilvusSettings, OpsSettings, Settings
+from pipeline.config import (
+    EmbedSettings,
+    HttpSettings,
+    KafkaSettings,
+    MilvusSettings,
+    OpsSettings,
+    Settings,
+)
 from pipeline.consumers.embedder import run_embedder
 from pipeline.http.app import create_app
 from pipeline.http.runtime import OpsRuntime
@@ -39,7 +47,7 @@ from pipeline.topics import ensure_topics
 from tests.fixtures.audio import track_event, write_song
 from tests.fixtures.bus import drain, end_offsets, publish
 from tests.fixtures.cli import sonicbus
-from tests.fixtures.navidrome import NavidromeServer, free_port
+from tests.fixtures.navidrome import NavidromeServer, free_port, free_port_pair
 from tests.fixtures.services import MILVUS_PORT, TEST_HOME, base_settings, wait_for
 
 playwright = pytest.importorskip("playwright.async_api")
@@ -323,3 +331,44 @@ async def test_off_loopback_anonymous_gets_401_and_a_navidrome_user_logs_in(
             assert (await context.request.get(url + "/api/embedding")).status == 401
         finally:
             await context.close()
+
+
+async def test_the_page_says_when_the_bus_is_down_and_recovers_by_itself(
+    milvus_server: str, browser: Any, tmp_path: Path
+) -> None:
+    """The broker stops while the page is open: a banner says so; it starts again: the
+    banner goes away by itself (no reload)."""
+    port = free_port_pair()
+    settings = base_settings(
+        home=tmp_path / "home",
+        kafka=KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{port}", local_port=port, local_heap="512m"
+        ),
+        milvus=MilvusSettings(local_port=MILVUS_PORT, collection_prefix="bus_down_"),
+        http=HttpSettings(dashboard_refresh_s=1.0),
+    )
+    store = VectorStore(settings.milvus, milvus_server)
+    try:
+        await asyncio.to_thread(infra.start_kafka, settings)
+        await ensure_topics(settings.kafka, settings.topics)
+        async with serve(settings, store, "127.0.0.1") as url:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            try:  # closed before the server stops: its event stream holds a connection
+                page = await context.new_page()
+                await page.goto(url)
+                banner = page.get_by_test_id("banner-bus")
+                services = page.get_by_test_id("services")
+                await expect(services).to_contain_text("Kafka", timeout=WAIT_MS)
+                await expect(banner).to_be_hidden()
+                await asyncio.to_thread(infra.stop_kafka, settings)
+                await expect(banner).to_be_visible(timeout=WAIT_MS)
+                await expect(banner).to_contain_text("Kafka")
+                await expect(page.get_by_test_id("banner-milvus")).to_be_hidden()
+                await asyncio.to_thread(infra.start_kafka, settings)
+                await expect(banner).to_be_hidden(timeout=WAIT_MS)  # by itself, same page
+            finally:
+                await context.close()
+    finally:
+        store.close()
+        if infra.port_open(port):
+            await asyncio.to_thread(infra.stop_kafka, settings)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from pipeline.config import MilvusSettings, Settings
 from pipeline.store import VectorStore
 from tests.fixtures.audio import write_song
 from tests.fixtures.cli import cli_env, sonicbus_command
-from tests.fixtures.navidrome import free_port
+from tests.fixtures.navidrome import free_port, free_port_pair
 from tests.fixtures.services import TEST_HOME, wait_for
 
 
@@ -116,27 +114,6 @@ async def test_up_embeds_a_folder_and_follows_deletions(
             job.kill()
         store.drop_collection(collection)
         store.close()
-
-
-def bindable(port: int) -> bool:
-    """Can a server bind 127.0.0.1:port now? As Kafka binds: a port still in TIME_WAIT from
-    an earlier broker (this test's last run) is not."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_pair() -> int:
-    """A port whose next one is free too (a broker's listener and its controller); a random
-    start, so a rerun does not meet its predecessor's closing connections."""
-    start = 39700 + 2 * random.randrange(50)
-    for port in range(start, start + 200, 2):
-        if bindable(port) and bindable(port + 1):
-            return port
-    raise RuntimeError(f"no two free ports from {start}")
 
 
 async def test_ctrl_c_stops_the_local_broker_up_started(settings: Settings, tmp_path: Path) -> None:
