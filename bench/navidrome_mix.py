@@ -300,10 +300,8 @@ async def phase(
             "per_s": round(len(latencies) / wall, 1)}  # fmt: skip
 
 
-async def measure(
-    navidrome: Navidrome, bridge: str, seeds: list[tuple[str, str, str]], requests: int,
-    clients: list[int], warmup: int,
-) -> dict[str, Any]:  # fmt: skip
+def instant_mix(navidrome: Navidrome) -> Any:
+    """`ask(client, seed)` of an Instant Mix through Navidrome: getSimilarSongs2 on the seed."""
     auth = navidrome.auth()
 
     async def through_navidrome(client: httpx.AsyncClient, seed: tuple[str, str, str]) -> int:
@@ -313,6 +311,16 @@ async def measure(
         if body.get("status") != "ok":
             raise RuntimeError(f"Navidrome: {body.get('error')}")
         return len((body.get("similarSongs2") or {}).get("song") or [])
+
+    return through_navidrome
+
+
+async def measure(
+    navidrome: Navidrome, bridge: str, seeds: list[tuple[str, str, str]], requests: int,
+    clients: list[int], warmup: int,
+) -> dict[str, Any]:  # fmt: skip
+    auth = navidrome.auth()
+    through_navidrome = instant_mix(navidrome)
 
     async def bridge_alone(client: httpx.AsyncClient, seed: tuple[str, str, str]) -> int:
         # What the plugin sends for an Instant Mix: Navidrome's request, unchanged.
@@ -349,15 +357,7 @@ async def measure_noop_plugin(
     warmup: int,
 ) -> dict[str, Any]:  # fmt: skip
     """Instant Mix through Navidrome with the no-work plugin installed (Navidrome's floor)."""
-    auth = navidrome.auth()
-
-    async def through_navidrome(client: httpx.AsyncClient, seed: tuple[str, str, str]) -> int:
-        answer = await client.get(f"{navidrome.url}/rest/getSimilarSongs2",
-                                  params={**auth, "id": seed[0], "count": COUNT})  # fmt: skip
-        body = answer.json()["subsonic-response"]
-        if body.get("status") != "ok":
-            raise RuntimeError(f"Navidrome: {body.get('error')}")
-        return len((body.get("similarSongs2") or {}).get("song") or [])
+    through_navidrome = instant_mix(navidrome)
 
     results: dict[str, Any] = {}
     for n in clients:
