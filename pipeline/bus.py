@@ -8,10 +8,12 @@ so TLS/SASL or a different cluster is one settings change.
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 
 from pipeline.config import KafkaSettings
 
@@ -71,6 +73,29 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], max_records: int | None = None
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `partitions` from their beginning to their end offsets at call time.
+
+    How a compacted topic (tracks, control, job events) becomes its current state: the
+    caller applies each record in order. The consumer is assigned the partitions and,
+    after the last record, stays there: it can go on following what comes next.
+    """
+    consumer.assign(list(partitions))
+    end = await consumer.end_offsets(list(partitions))
+    await consumer.seek_to_beginning(*partitions)
+    remaining = {tp for tp in partitions if end[tp] > 0}
+    while remaining:
+        batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=max_records)
+        for records in batch.values():
+            for record in records:
+                yield record
+        for tp in list(remaining):
+            if await consumer.position(tp) >= end[tp]:
+                remaining.discard(tp)
 
 
 def make_admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 from aiokafka import TopicPartition
 
-from pipeline.bus import make_admin, make_consumer
+from pipeline.bus import make_admin, make_consumer, read_to_end
 from pipeline.config import KafkaSettings
 from pipeline.errors import Unavailable
 from pipeline.schemas import SchemaError, TrackEvent
@@ -139,18 +139,8 @@ async def read_tracks(kafka: KafkaSettings, topic: str) -> dict[str, TrackEvent]
     latest: dict[str, TrackEvent] = {}
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
-            for records in batch.values():
-                for record in records:
-                    _apply(latest, record.key, record.value)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
+        async for record in read_to_end(consumer, tps, max_records=5000):
+            _apply(latest, record.key, record.value)
     except Exception as exc:
         raise CatalogError(f"cannot read {topic} from {kafka.bootstrap_servers}: {exc}") from exc
     finally:

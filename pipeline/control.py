@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from pipeline.bus import make_consumer, make_producer
+from pipeline.bus import make_consumer, make_producer, read_to_end
 from pipeline.config import KafkaSettings, TopicSettings
 from pipeline.errors import Unavailable
 from pipeline.schemas.control import PauseBoard
@@ -40,18 +40,8 @@ async def _catch_up(kafka: KafkaSettings, consumer: Any, topic: str, board: Paus
     if not partitions:
         return False
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    end = await consumer.end_offsets(tps)
-    await consumer.seek_to_beginning(*tps)
-    remaining = {tp for tp in tps if end[tp] > 0}
-    while remaining:
-        batch = await consumer.getmany(*remaining, timeout_ms=500)
-        for records in batch.values():
-            for record in records:
-                board.apply(record.key, record.value)
-        for tp in list(remaining):
-            if await consumer.position(tp) >= end[tp]:
-                remaining.discard(tp)
+    async for record in read_to_end(consumer, tps):
+        board.apply(record.key, record.value)
     return True
 
 
