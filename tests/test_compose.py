@@ -55,7 +55,7 @@ def sonicbus_services() -> dict[str, list[str]]:
 def test_every_sonicbus_process_has_a_service_with_a_real_command() -> None:
     """Without Docker: the commands are sonicbus commands and options that exist."""
     services = sonicbus_services()
-    expected = {"topics", "watcher", "navidrome-scan", "query", "http"}
+    expected = {"topics", "watcher", "navidrome-scan", "query", "http", "jobs", "scheduler"}
     expected |= {f"embed-{model}" for model in available_models()}
     assert expected <= set(services)
     runner = CliRunner()
