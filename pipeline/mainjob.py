@@ -161,6 +161,9 @@ async def run_main_job(
     http: bool = True,
     web: bool = True,
 ) -> None:
+    # The folders up watches are the music roots its HTTP service streams audio from.
+    watcher_settings = settings.watcher.model_copy(update={"roots": list(roots)})
+    settings = settings.model_copy(update={"watcher": watcher_settings})
     store = vector_store(settings)
     producer = make_producer(settings.kafka, role="watcher")
     await producer.start()

@@ -123,6 +123,21 @@ class OpsSettings(BaseModel):
     )
 
 
+class MapSettings(BaseModel):
+    """The music map at /map (pipeline/ops/music_map.py)."""
+
+    recompute_growth: float = Field(
+        0.2,
+        gt=0,
+        description="Redraw the whole map in the background once the library has "
+        "grown (or shrunk) by this share since it was drawn; until then new tracks are placed "
+        "by their nearest landmarks.",
+    )
+    landmarks: int = Field(
+        5000, ge=100, le=50_000, description="Tracks t-SNE lays out; the rest are placed by them."
+    )
+
+
 class HttpSettings(BaseModel):
     """`sonicbus serve`: health, metrics, re-embed control and the older HTTP API's bridge."""
 
@@ -156,3 +171,4 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted (413 above)."
     )
+    map: MapSettings = Field(default_factory=MapSettings)

@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures.navidrome",
     "tests.fixtures.navidrome_plugin",
     "tests.fixtures.library",
+    "tests.fixtures.browser",
 ]

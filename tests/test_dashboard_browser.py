@@ -9,14 +9,13 @@ credentials: on loopback the page needs no login while other sites cannot act; b
 off loopback, anonymous requests get 401 and a Navidrome user (of the real Navidrome)
 logs in. Screenshots at desktop and phone width go to $SONICBUS_TEST_HOME/screenshots.
 
-The browser is /usr/bin/chromium (infra/system-packages.sh installs it; Playwright's own
-browser download is never used), run with --no-sandbox as the tests run as root.
+The browser and the HTTP service come from tests/fixtures/browser.py (Debian's chromium,
+never Playwright's own download, run with --no-sandbox as the tests run as root).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import uuid
@@ -45,23 +44,13 @@ from pipeline.http.runtime import OpsRuntime
 from pipeline.store import VectorStore
 from pipeline.topics import ensure_topics
 from tests.fixtures.audio import track_event, write_song
+from tests.fixtures.browser import DESKTOP, PHONE, SCREENSHOTS, WAIT_MS, expect, serve
 from tests.fixtures.bus import drain, end_offsets, publish
 from tests.fixtures.cli import sonicbus
-from tests.fixtures.navidrome import NavidromeServer, free_port, free_port_pair
-from tests.fixtures.services import MILVUS_PORT, TEST_HOME, base_settings, wait_for
+from tests.fixtures.navidrome import NavidromeServer, free_port_pair
+from tests.fixtures.services import MILVUS_PORT, base_settings, wait_for
 
-playwright = pytest.importorskip("playwright.async_api")
-CHROMIUM = Path(os.environ.get("SONICBUS_CHROMIUM", "/usr/bin/chromium"))
-SCREENSHOTS = TEST_HOME / "screenshots"
-WAIT_MS = 90_000  # the longest a page waits for what the stack does (embedding on 2 cores)
-expect = playwright.expect
-
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: run infra/system-packages.sh"
-    ),
-]
+pytestmark = pytest.mark.timeout(300)
 
 
 @dataclass
@@ -87,27 +76,6 @@ class Stack:
             write_song(path, seconds=3, seed=seed + i)
             events.append(track_event(path, name))
         await publish(self.producer, self.settings, events)
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, store: VectorStore, host: str) -> AsyncIterator[str]:
-    """The HTTP service (create_app) bound to `host`, in this event loop; its loopback URL."""
-    import uvicorn
-
-    port = free_port(39700)
-    runtime = OpsRuntime(settings, store=store)
-    await runtime.start()
-    config = uvicorn.Config(create_app(settings, runtime), host=host, port=port,
-                            log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started, timeout=30, interval=0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        await runtime.stop()
 
 
 @pytest.fixture(scope="module")
@@ -138,26 +106,6 @@ async def stack(
             if name.startswith(settings.milvus.collection_prefix):
                 store.drop_collection(name)
         store.close()
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    async with playwright.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        await chromium.close()
-
-
-@pytest.fixture
-async def page(browser: Any) -> AsyncIterator[Any]:
-    """A fresh browser context and page; a script error on the page fails the test."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    await context.close()
-    assert errors == []
 
 
 async def test_a_dead_letter_retried_from_the_page_is_republished(stack: Stack, page) -> None:
@@ -307,7 +255,7 @@ async def test_off_loopback_anonymous_gets_401_and_a_navidrome_user_logs_in(
             wrong = await anonymous.post("/auth/login", json={"user": user, "password": "nope"})
             assert wrong.status_code == 401 and "wrong user name or password" in wrong.text
 
-        context = await browser.new_context(viewport={"width": 375, "height": 812})
+        context = await browser.new_context(viewport=PHONE)
         try:
             page = await context.new_page()
             await page.goto(url + "/")
@@ -318,7 +266,8 @@ async def test_off_loopback_anonymous_gets_401_and_a_navidrome_user_logs_in(
             await page.get_by_test_id("login-submit").click()
             await expect(page).to_have_url(url + "/")
             await expect(page.get_by_test_id("user")).to_have_text(user)
-            await expect(page.get_by_test_id("services")).to_contain_text("Kafka bus")
+            services = page.get_by_test_id("services")
+            await expect(services).to_contain_text("Kafka bus", timeout=WAIT_MS)
             (cookie,) = await context.cookies()
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
             # The session reads; a write needs the page's CSRF header too.
@@ -352,7 +301,7 @@ async def test_the_page_says_when_the_bus_is_down_and_recovers_by_itself(
         await asyncio.to_thread(infra.start_kafka, settings)
         await ensure_topics(settings.kafka, settings.topics)
         async with serve(settings, store, "127.0.0.1") as url:
-            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            context = await browser.new_context(viewport=DESKTOP)
             try:  # closed before the server stops: its event stream holds a connection
                 page = await context.new_page()
                 await page.goto(url)

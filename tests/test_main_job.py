@@ -86,7 +86,11 @@ async def test_up_embeds_a_folder_and_follows_deletions(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as web:
             body = {"song": {"id": seed, "name": ""}, "count": 5}
             answer = (await web.post("/navidrome/v1/similar", json=body, timeout=30)).json()
+            # The web player's audio: up's music folder is a root its HTTP service streams from.
+            audio = await web.get(f"/api/audio/{seed}", headers={"Range": "bytes=0-99"})
         assert [m["song"]["id"] for m in answer["matches"]] == [t.track_id for t in reply.tracks]
+        assert audio.status_code == 206 and len(audio.content) == 100, audio.text[:300]
+        assert audio.content == Path(hits[0].fields["extra"]["path"]).read_bytes()[:100]
 
         # A second terminal while `up` runs: `sonicbus status` shows the collection's rows.
         status = subprocess.run(sonicbus_command("status", "--json"), env=env,

@@ -18,6 +18,11 @@ Endpoints (OpenAPI at /openapi.json, try them at /docs):
   dead letters; GET /api/export/{model}: the collection as a file (exports.py).
 - GET /api/embedding, POST /api/embedding/pause|resume: pause embedding, the CPU cap
   (embedding_control.py).
+- GET /api/tracks, /api/tracks/{id}, /api/audio/{id}: the library pages' search, track
+  details and audio with byte ranges (library_api.py).
+- GET /api/playlists/options, POST /api/playlists/build|save|m3u8: the playlist builder's
+  requests over the bus, Navidrome playlists and M3U8 downloads (playlists_api.py).
+- GET /api/map, /api/map/updates|tracks|search: the music map's points (map_api.py).
 - GET /: the web UI, the operations dashboard (web.py; `--no-web` leaves it out), and
   /login, /auth/*: the web login and its sessions (login.py).
 `/embed_text` is answered here, with the encoders the query service uses
@@ -52,8 +57,11 @@ from pipeline.http.dashboard_api import dashboard_router
 from pipeline.http.embedding_control import embedding_router
 from pipeline.http.exports import export_router
 from pipeline.http.jobs_api import jobs_router
+from pipeline.http.library_api import library_router
 from pipeline.http.login import install_login
+from pipeline.http.map_api import map_router
 from pipeline.http.navidrome import navidrome_router
+from pipeline.http.playlists_api import playlists_router
 from pipeline.http.runtime import OpsRuntime
 from pipeline.http.web import web_router
 from pipeline.ops.progress import (
@@ -232,6 +240,9 @@ def create_app(settings: Settings, runtime: OpsRuntime | None = None, web: bool 
     app.include_router(embedding_router(settings))
     app.include_router(export_router(settings, rt))
     app.include_router(jobs_router(settings))
+    app.include_router(map_router(settings, rt))
+    app.include_router(library_router(settings, rt))
+    app.include_router(playlists_router(settings, rt))
     install_login(app, settings)
     if web:
         app.include_router(web_router(settings))

@@ -1,4 +1,6 @@
-"""The web UI: the operations dashboard at `/` and the login page at `/login`.
+"""The web UI: the operations dashboard at `/`, the library at `/library` and `/track/<id>`
+(library_api.py is their API), the jobs page at `/jobs` (jobs_api.py), and the login
+page at `/login`.
 
 Plain HTML, CSS and JavaScript modules in `pipeline/http/web/` (shipped as package
 data), no framework and no third-party code: the page is one screen of live figures,
@@ -55,6 +57,36 @@ def web_router(settings: Settings) -> APIRouter:
         if required and browser_session(request) is None:
             return RedirectResponse("/login", status_code=303)
         return page("index.html")
+
+    @router.get("/library")
+    async def library(request: Request) -> Response:
+        if required and browser_session(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return page("library.html")
+
+    @router.get("/track/{track_id}")
+    async def track(request: Request, track_id: str) -> Response:
+        if required and browser_session(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return page("track.html")  # the page reads its id from the address
+
+    @router.get("/map")
+    async def music_map(request: Request) -> Response:
+        if required and browser_session(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return page("map.html")
+
+    @router.get("/builder")
+    async def builder(request: Request) -> Response:
+        if required and browser_session(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return page("builder.html")  # the playlist builder; playlists_api.py is its API
+
+    @router.get("/jobs")
+    async def jobs(request: Request) -> Response:
+        if required and browser_session(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return page("jobs.html")  # start, follow and cancel jobs, schedules; jobs_api.py
 
     @router.get("/login")
     async def login_page() -> Response:

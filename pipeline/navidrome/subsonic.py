@@ -130,13 +130,14 @@ class SubsonicClient:
             f"Subsonic server {self.url}: {endpoint} failed after {tries} tries: {failure}"
         )
 
-    def stream(self, endpoint: str, **params: Any) -> Any:
-        """A streamed GET (`download`): `async with client.stream(...) as response`. The caller
-        reads the body, or passes an error answer to `answer`."""
+    def stream(self, endpoint: str, headers: dict[str, str] | None = None, **params: Any) -> Any:
+        """A streamed GET (`download`, `stream`): `async with client.stream(...) as response`.
+        The caller reads the body, or passes an error answer to `answer`; `headers` go along
+        (a player's Range, say)."""
         if self._http is None:
             raise RuntimeError("use `async with SubsonicClient(...)`")
         url = f"{self.url}/rest/{endpoint}"
-        return self._http.stream("GET", url, params={**self._auth(), **params})
+        return self._http.stream("GET", url, params={**self._auth(), **params}, headers=headers)
 
     def answer(self, endpoint: str, response: httpx.Response) -> dict[str, Any]:
         """The `subsonic-response` of a read response; NavidromeUnavailable on an error."""

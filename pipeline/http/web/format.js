@@ -43,3 +43,11 @@ export function ago(iso, now = Date.now()) {
   const seconds = (now - new Date(iso).getTime()) / 1000;
   return seconds < 5 ? "just now" : `${duration(seconds)} ago`;
 }
+
+export function playTime(seconds) {
+  // A track's length as players show it: 3:07, 1:02:33.
+  if (!seconds || !Number.isFinite(seconds)) return DASH;
+  const s = Math.round(seconds);
+  const mmss = `${Math.floor((s % 3600) / 60)}:${String(s % 60).padStart(2, "0")}`;
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${mmss.padStart(5, "0")}` : mmss;
+}
