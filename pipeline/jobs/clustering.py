@@ -12,6 +12,8 @@ nothing is half-written. Params: any field of `jobs.clustering`.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from pipeline.recommender.clustering import (
     ClusterSearch,
     FitnessWeights,
     LibraryData,
+    Playlist,
     PlaylistOptions,
     SearchCancelled,
     SearchOptions,
@@ -98,6 +101,28 @@ def load_library(
     return data, entries
 
 
+def listed_songs(
+    data: LibraryData, playlists: Sequence[Playlist], budget: int
+) -> list[list[dict[str, str]]]:
+    """Each playlist's songs as people read them (the web UI's jobs page lists them from the
+    done event), in order, within `budget` bytes of JSON in all: the event must fit in one
+    record, so a huge set lists its first songs only (the M3U8 files and Navidrome have all)."""
+    known = {tid: (artist, title) for tid, artist, title
+             in zip(data.ids, data.artists, data.titles, strict=True)}  # fmt: skip
+    listed: list[list[dict[str, str]]] = []
+    for playlist in playlists:
+        songs: list[dict[str, str]] = []
+        for track_id in playlist.track_ids:
+            artist, title = known.get(track_id, ("", ""))
+            song = {"track_id": track_id, "artist": artist or "", "title": title or ""}
+            budget -= len(json.dumps(song)) + 2
+            if budget < 0:
+                break
+            songs.append(song)
+        listed.append(songs)
+    return listed
+
+
 async def run_clustering(ctx: JobContext) -> dict[str, Any]:
     settings = ctx.settings
     o = clustering_options(settings.jobs.clustering, ctx.request.params)
@@ -145,12 +170,13 @@ async def run_clustering(ctx: JobContext) -> dict[str, Any]:
         raise
     await asyncio.to_thread(commit_m3u, staging, folder)
     figures = result.figures()
+    songs = listed_songs(data, playlists, settings.kafka.max_message_bytes // 2)
     return {
         **figures,
         "tracks": len(data.ids),
         "space_has_tags": data.tags is not None,
-        "playlists": [{"name": p.name, "tracks": len(p.track_ids), "tags": p.tags}
-                      for p in playlists],
+        "playlists": [{"name": p.name, "tracks": len(p.track_ids), "tags": p.tags,
+                       "songs": listed} for p, listed in zip(playlists, songs, strict=True)],
         "m3u_dir": str(folder),
         "navidrome": navidrome,
         "message": f"{len(playlists)} playlists from {len(data.ids)} tracks, best score "
