@@ -87,7 +87,8 @@ def topic_specs(topics: TopicSettings, max_message_bytes: int) -> list[TopicSpec
 
 
 def jobs_topic(topics: TopicSettings) -> str:
-    """`jobs`: JobRequests keyed by job id (pipeline.schemas.jobs)."""
+    """`jobs`: JobRequests keyed by kind, so all requests of a kind meet in one partition and
+    one worker sees them in order: one job of a kind at a time (pipeline.schemas.jobs)."""
     return topics.name("jobs")
 
 

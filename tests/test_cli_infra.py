@@ -8,17 +8,16 @@ import sys
 from pathlib import Path
 
 from pipeline.infra import port_open
+from tests.fixtures.navidrome import free_port_pair
 
-PORT = int(os.environ.get("SONICBUS_TEST_KAFKA_PORT", "39092")) + 100
 
-
-def sonicbus(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def sonicbus(home: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "SONICBUS_HOME": str(home),
-        "SONICBUS_KAFKA__LOCAL_PORT": str(PORT),
-        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{PORT}",
-        "SONICBUS_MILVUS__LOCAL_PORT": str(PORT + 1),
+        "SONICBUS_KAFKA__LOCAL_PORT": str(port),
+        "SONICBUS_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "SONICBUS_MILVUS__LOCAL_PORT": str(port + 1),
         "COLUMNS": "200",
     }
     return subprocess.run(
@@ -48,12 +47,14 @@ def processes_using(folder: Path) -> list[str]:
 
 def test_infra_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    # Free now (a fixed port can be taken as the local end of any loopback connection).
+    port = free_port_pair()
     try:
-        up = sonicbus(home, "infra", "up")
+        up = sonicbus(home, port, "infra", "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert port_open(PORT)
+        assert port_open(port)
 
-        status = sonicbus(home, "infra", "status")
+        status = sonicbus(home, port, "infra", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         out = status.stdout
         assert "kafka" in out and "milvus" in out
@@ -62,13 +63,13 @@ def test_infra_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
             assert f"sonicbus.{topic}" in out
         assert "Milvus Lite" in out
 
-        down = sonicbus(home, "infra", "down")
+        down = sonicbus(home, port, "infra", "down")
         assert down.returncode == 0, down.stdout + down.stderr
-        assert not port_open(PORT)
+        assert not port_open(port)
         assert processes_using(home) == []
 
-        after = sonicbus(home, "infra", "status")
+        after = sonicbus(home, port, "infra", "status")
         assert after.returncode == 1
         assert "unreachable" in after.stdout
     finally:
-        sonicbus(home, "infra", "down")
+        sonicbus(home, port, "infra", "down")

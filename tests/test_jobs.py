@@ -93,20 +93,58 @@ async def test_one_job_of_a_kind_then_cancel_and_run_again(
     assert (tmp_path / "playlists" / "clusters.json").is_file()
 
 
+async def test_two_requests_of_a_kind_at_once_on_two_workers_only_one_runs(
+    kafka_broker: str, lite_store: VectorStore, tmp_path: Path
+) -> None:
+    """Requests are keyed by kind: both meet in one partition, read in order by one worker."""
+    settings = await job_settings(tmp_path)
+    fill_store(lite_store, planted_library(groups=4, per_group=15).rows)
+    group = settings.topics.group("jobs")
+    requests = [make_request(settings, "clustering", {"runs": 5000, "min_playlist_size": 4},
+                             "test") for _ in range(2)]  # fmt: skip
+    async with running_worker(settings, lite_store), running_worker(settings, lite_store):
+        await wait_for_async(lambda: describe_state(settings, group), ("Stable", 2), 60)
+        async with JobFollow(settings, requests[0].job_id) as first, \
+                JobFollow(settings, requests[1].job_id) as second:  # fmt: skip
+            await asyncio.gather(*(publish_request(settings, r) for r in requests))
+            answers = [await first.until_answer(30), await second.until_answer(30)]
+            assert sorted(a.status for a in answers) == ["accepted", "refused"], answers  # type: ignore[union-attr]
+            running = requests[[a.status for a in answers].index("accepted")]  # type: ignore[union-attr]
+            await cancel_job(settings, running.job_id, by="test")
+            follow = first if running is requests[0] else second
+            final = await follow.until_end(lambda e: None, timeout=60)
+        assert final is not None and final.status == "cancelled"
+
+
+async def wait_for_async(read, expected: object, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Until `await read()` gives `expected` (the group settled), at most `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (got := await read()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(1.0)
+
+
 async def test_a_job_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     kafka_broker: str, lite_store: VectorStore, tmp_path: Path
 ) -> None:
     settings = await job_settings(tmp_path, max_poll_interval_ms=1000, session_timeout_ms=6000)
     fill_store(lite_store, planted_library(groups=4, per_group=15).rows)
-    async with running_worker(settings, lite_store) as worker:
-        final, seen = await run_job(settings, "clustering", {"runs": 300, "min_playlist_size": 4})
+    long = make_request(settings, "clustering", {"runs": 100_000, "min_playlist_size": 4}, "test")
+    async with running_worker(settings, lite_store) as worker, \
+            JobFollow(settings, long.job_id) as follow:  # fmt: skip
+        await publish_request(settings, long)
+        assert (await follow.until_answer(30)).status == "accepted"  # type: ignore[union-attr]
+        await asyncio.sleep(3.0)  # three times max.poll.interval.ms, the job still running
         state, members = await describe_state(settings, settings.topics.group("jobs"))
-    assert final.status == "done", final.message
-    started = next(e.at for e in seen if e.status == "accepted")
-    assert (final.at - started).total_seconds() > 2.0  # twice max.poll.interval.ms
-    assert worker.assignments == 1  # never left the group, never re-joined
-    assert (state, members) == ("Stable", 1)
-    assert [e.status for e in await all_job_events(settings)].count("done") == 1
+        assert worker.assignments == 1  # never left the group, never re-joined
+        assert (state, members) == ("Stable", 1)
+        await cancel_job(settings, long.job_id, by="test")
+        final = await follow.until_end(lambda e: None, timeout=60)
+    # Still running after 3 s (so it ended by the cancel), and run once only.
+    assert final is not None and final.status == "cancelled", final
+    assert final.progress is not None and 0 < final.progress.done < 100_000
+    statuses = [e.status for e in await all_job_events(settings) if e.job_id == long.job_id]
+    assert statuses.count("accepted") == 1, statuses
 
 
 async def test_two_schedulers_publish_each_due_job_and_it_runs_once(

@@ -108,7 +108,7 @@ async def publish_request(settings: Settings, request: JobRequest) -> None:
         await ensure_topics(settings.kafka, settings.topics)
         await producer.start()
         await producer.send_and_wait(
-            jobs_topic(settings.topics), request.to_bytes(), key=request.job_id.encode()
+            jobs_topic(settings.topics), request.to_bytes(), key=request.kind.encode()
         )
     except Exception as exc:
         raise JobsUnavailable(f"cannot publish the job request: {exc}") from exc

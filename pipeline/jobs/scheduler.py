@@ -82,7 +82,7 @@ class JobScheduler:
             due_at=due,
         )
         await producer.send_and_wait(  # type: ignore[attr-defined]
-            jobs_topic(self.settings.topics), request.to_bytes(), key=request.job_id.encode()
+            jobs_topic(self.settings.topics), request.to_bytes(), key=request.kind.encode()
         )
         self.published.append(request.job_id)
         log.info("scheduled job %s (%s) published", request.job_id, schedule.kind)

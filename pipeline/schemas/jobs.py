@@ -1,6 +1,6 @@
 """The `jobs`, `job-events` and `job-schedules` topics: long work asked for, and what became of it.
 
-A `JobRequest` (on `jobs`, keyed by job id) asks for one job; the CLI, the
+A `JobRequest` (on `jobs`, keyed by its kind) asks for one job; the CLI, the
 HTTP API and the scheduler publish them. Whoever runs it answers on
 `job-events`, keyed by the same id: `accepted` (or `refused` with a reason),
 `progress` (done / total, best score so far, and a heartbeat that says the
