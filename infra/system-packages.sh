@@ -9,10 +9,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # package -> a file it installs, to tell whether it is there
 declare -A marker=([clang]=clang [lld]=wasm-ld [chromium]=chromium)
+# any_command NAME...: true when one of the commands is on PATH. (Not `compgen | grep -q`:
+# grep leaving early kills compgen with SIGPIPE, which pipefail turns into "missing".)
+any_command() {
+  local name
+  for name in "$@"; do command -v "$name" >/dev/null && return 0; done
+  return 1
+}
+versions() { local v; for v in "" -19 -18 -17 -16 -15 -14; do printf '%s%s ' "$1" "$v"; done; }
 has() {
   case "$1" in
-    clang) compgen -c | grep -q -E '^clang(-[0-9]+)?$' ;;
-    lld) compgen -c | grep -q -E '^wasm-ld(-[0-9]+)?$' || ls /usr/lib/llvm-*/bin/wasm-ld >/dev/null 2>&1 ;;
+    # shellcheck disable=SC2046
+    clang) any_command $(versions clang) ;;
+    # shellcheck disable=SC2046
+    lld) any_command $(versions wasm-ld) || ls /usr/lib/llvm-*/bin/wasm-ld >/dev/null 2>&1 ;;
     *) command -v "${marker[$1]:-$1}" >/dev/null ;;
   esac
 }
