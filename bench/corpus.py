@@ -34,6 +34,16 @@ def write_tracks(
     return events
 
 
+def events_for_files(folder: Path, files: Iterable[Path], prefix: str = "r") -> list[TrackEvent]:
+    """The TrackEvents of existing audio files (real tags, durations, fingerprints), with ids
+    `<prefix>00000`, ... in the order given."""
+    events = []
+    for i, path in enumerate(files):
+        inspection = inspect(Candidate(str(path), str(folder)), known=None)
+        events.extend(events_for(inspection, f"{prefix}{i:05d}"))
+    return events
+
+
 async def publish(settings: Settings, events: Iterable[TrackEvent]) -> None:
     """Publish TrackEvents to the tracks topic (keyed by id), all acknowledged on return."""
     producer = make_producer(settings.kafka, role="bench")

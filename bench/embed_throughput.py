@@ -1,10 +1,22 @@
 """End-to-end embedding throughput of the `embed-musicnn` consumer on this machine.
 
-Generates N tracks of synthetic music (default 40 x 30 s WAV), publishes them to
-the real broker (started or reused on a bench port), runs the embedding
-consumer with Milvus Lite until every track is stored, and reports tracks/s,
-seconds of audio per second, per-stage times and peak memory.
-Usage: .venv/bin/python bench/embed_throughput.py [--tracks N] [--seconds S] [--smoke]
+Two corpora:
+- synthetic (default): N generated WAV tracks (default 40 x 30 s);
+- `--folder DIR` (or `--corpus`, which builds bench/real_corpus.py's Debian corpus of
+  Ogg/MP3/FLAC soundtracks): real files, `--limit` of them, formats in turn.
+The tracks are published to the real broker (started or reused on a bench port), the
+embedding consumer runs with Milvus Lite until every track is stored, and the bench
+reports the realtime factor (seconds of audio per second of wall time, model load
+included), tracks per hour, seconds per hour of audio in each stage (decode +
+resample, mel, model, upsert; decoding and mel overlap with the model, so stages add
+up to more than the wall), peak RSS, and, with a folder:
+- model only: the network alone on the corpus' first patches, as GFLOP/s and as a
+  share of the sgemm peak measured in the same run (bench/model_speed.py);
+- the original TensorFlow extractor on the same files (bench/tf_peer.py, its own
+  virtualenv made once): end-to-end and model-only ratios. `--no-peer` skips it.
+`--heads msd+mtt` and `--max-patches N` set the model's options.
+Usage: .venv/bin/python bench/embed_throughput.py [--corpus | --folder DIR] [--limit N]
+       [--heads msd|msd+mtt] [--max-patches N] [--no-peer] [--smoke]
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -21,11 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
 import smoke
-from corpus import publish, write_tracks
+from corpus import events_for_files, publish, write_tracks
 from machine import machine_info
+from model_speed import flops_per_patch, sgemm_peak, time_model_only
 
+from models.musicnn import spread_patches
+from models.musicnn_fast import FastMusiCNN
+from models.musicnn_net import MusiCNN, load_musicnn_weights, musicnn_patches
 from pipeline import infra
+from pipeline.audio import decode_audio
 from pipeline.bus import make_consumer
 from pipeline.config import (
     EmbedSettings,
@@ -36,90 +55,222 @@ from pipeline.config import (
 )
 from pipeline.consumers.embedder import run_embedder
 from pipeline.schemas import EmbeddingEvent
+from pipeline.schemas.embeddings import StageTimings
 from pipeline.store import VectorStore
 from pipeline.topics import ensure_topics
 
 BENCH_HOME = Path(tempfile.gettempdir()) / "sonicbus-bench"
 KAFKA_PORT = 39292
-TARGET_REALTIME_FACTOR = 20.0
+TARGETS = {
+    "realtime_factor": 75.0,
+    "realtime_factor_with_patch_budget": 150.0,
+    "model_share_of_sgemm_peak": 0.65,
+    "model_only_vs_original": 2.0,
+    "peak_rss_mib": 1536,
+}
+MODEL_ONLY_PATCHES = 320
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracks", type=int, default=40)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--tracks", type=int, default=40, help="synthetic tracks")
+    parser.add_argument("--seconds", type=float, default=30.0, help="synthetic track length")
+    parser.add_argument("--folder", type=Path, help="embed the audio files of this folder")
+    parser.add_argument("--corpus", action="store_true", help="build and use the Debian corpus")
+    parser.add_argument("--limit", type=int, default=24, help="files of the folder (default 24)")
     parser.add_argument("--batch", type=int, default=8, help="embed.batch_tracks (default 8)")
+    parser.add_argument("--heads", choices=["msd", "msd+mtt"], default="msd")
+    parser.add_argument("--max-patches", type=int, help="patch budget per track (default: all)")
+    parser.add_argument("--threads", type=int, help="embed.threads (default: all cores)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the TensorFlow original")
+    parser.add_argument("--tf-python", type=Path, help="python of an existing TF virtualenv")
     smoke.add_flag(parser)
     args = parser.parse_args()
     if args.smoke:
-        args.tracks, args.seconds, args.batch = 3, 3.0, 2
-    home, port = (smoke.HOME, smoke.KAFKA_PORT) if args.smoke else (BENCH_HOME, KAFKA_PORT)
+        args.tracks, args.seconds, args.batch, args.limit = 3, 3.0, 2, 2
+    if args.corpus:
+        from real_corpus import build_corpus
 
+        args.folder = build_corpus().pop().parent
+    return args
+
+
+async def main() -> None:
+    args = parse_args()
+    home, port = (smoke.HOME, smoke.KAFKA_PORT) if args.smoke else (BENCH_HOME, KAFKA_PORT)
     prefix = f"bench{uuid.uuid4().hex[:6]}."
+    params = {"heads": args.heads, "max_patches": args.max_patches}
     settings = Settings(
         home=home,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", local_port=port),
         topics=TopicSettings(prefix=prefix, group_prefix=prefix, partitions=3),
-        embed=EmbedSettings(batch_tracks=args.batch, idle_unload_s=0, device="cpu"),
+        embed=EmbedSettings(
+            batch_tracks=args.batch,
+            idle_unload_s=0,
+            device="cpu",
+            threads=args.threads,
+            params={"musicnn": {k: v for k, v in params.items() if v is not None}},
+        ),
     )
     infra.start_kafka(settings)
     await ensure_topics(settings.kafka, settings.topics)
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        await publish(settings, write_tracks(folder, [args.seconds] * args.tracks))
+        if args.folder:
+            from real_corpus import describe, interleaved
 
-        store = VectorStore(MilvusSettings(), str(folder / "bench.db"))
-        collection = store.collection_name("musicnn")
+            files = interleaved(list_audio(args.folder), args.limit)
+            corpus = {"folder": str(args.folder), **describe(files)}
+            events = events_for_files(args.folder, files)
+        else:
+            files = []
+            events = write_tracks(Path(scratch), [args.seconds] * args.tracks)
+            corpus = {"synthetic_tracks": args.tracks, "track_seconds": args.seconds}
+        await publish(settings, events)
+        store = VectorStore(MilvusSettings(), str(Path(scratch) / "bench.db"))
         stop = asyncio.Event()
         started = time.perf_counter()
         task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=store))
-        embedded = await read_events(settings, args.tracks, task)
+        embedded = await read_events(settings, len(events), task)
         elapsed = time.perf_counter() - started
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         stop.set()
         await task
-        stored = store.count(collection)
+        stored = store.count(store.collection_name("musicnn"))
         store.close()
 
-    first_done = min(e[0] for e in embedded)
-    steady = [t for t, _ in embedded]
-    steady_s = max(steady) - first_done
-    steady_tracks = len(embedded) - 1
-    timings = [e for _, e in embedded]
-    audio_total = args.tracks * args.seconds
-    steady_rate = steady_tracks / steady_s if steady_s > 0 else float("nan")
     result = {
         "bench": "embed_throughput",
         "smoke": args.smoke,
         "model": "musicnn",
-        "tracks": args.tracks,
-        "track_seconds": args.seconds,
+        "heads": args.heads,
+        "max_patches": args.max_patches,
+        "corpus": corpus,
         "batch_tracks": args.batch,
         "stored_rows": stored,
-        "wall_s_including_model_load": round(elapsed, 2),
-        "tracks_per_s": round(args.tracks / elapsed, 2),
-        "steady_tracks_per_s": round(steady_rate, 2),
-        "realtime_factor": round(audio_total / elapsed, 1),
-        "steady_realtime_factor": round(steady_rate * args.seconds, 1),
-        "mean_decode_ms": round(sum(t.decode_ms for t in timings) / len(timings), 1),
-        "mean_embed_ms": round(sum(t.embed_ms for t in timings) / len(timings), 1),
-        "mean_upsert_ms": round(sum(t.upsert_ms for t in timings) / len(timings), 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "target": {"steady_realtime_factor": TARGET_REALTIME_FACTOR},
-        "machine": machine_info(),
+        **end_to_end(embedded, elapsed),
+        "peak_rss_mib": round(peak_rss, 1),
     }
+    if files:
+        result |= model_only(files[:8], args)
+        if not args.no_peer:
+            result |= peer(files, args, result)
+    result |= {"target": TARGETS, "machine": machine_info()}
     print(json.dumps(result))
-    if stored != args.tracks:
-        raise SystemExit(f"{stored} rows stored for {args.tracks} tracks")
+    if stored != len(events):
+        raise SystemExit(f"{stored} rows stored for {len(events)} tracks")
+
+
+def list_audio(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix.lower() in {".ogg", ".mp3", ".flac", ".wav"}]
+
+
+def end_to_end(embedded: list[tuple[float, StageTimings]], elapsed: float) -> dict[str, object]:
+    """Realtime factors and per-stage seconds per hour of audio.
+
+    The steady rate leaves out the model load and the first batch: its clock starts when
+    the first `embedded` events arrive and it counts only the audio of tracks that
+    arrived after them (the first batch's tracks all arrive at that same moment).
+    """
+    timings = [t for _, t in embedded]
+    audio_s = sum(t.audio_s for t in timings)
+    first = min(at for at, _ in embedded)
+    later = [(at, t) for at, t in embedded if at > first]
+    steady_s = max(at for at, _ in embedded) - first
+    steady_audio = sum(t.audio_s for _, t in later)
+    hours = audio_s / 3600
+
+    def per_hour(stage: str) -> float:
+        return round(sum(getattr(t, stage) for t in timings) / 1000 / hours, 1)
+
+    realtime = audio_s / elapsed
+    return {
+        "tracks": len(embedded),
+        "audio_s": round(audio_s, 1),
+        "wall_s_including_model_load": round(elapsed, 2),
+        "realtime_factor": round(realtime, 1),
+        "steady_realtime_factor": round(steady_audio / steady_s, 1) if later else None,
+        "tracks_per_hour": round(len(embedded) / elapsed * 3600),
+        "four_minute_tracks_per_hour": round(realtime * 3600 / 240),
+        "stage_s_per_audio_hour": {
+            "decode_resample": per_hour("decode_ms"),
+            "mel": per_hour("prepare_ms"),
+            "model": per_hour("embed_ms"),
+            "upsert": per_hour("upsert_ms"),
+        },
+    }
+
+
+def model_only(files: list[Path], args: argparse.Namespace) -> dict:
+    """The network alone (no decoding beside it) on the first patches of a few files."""
+    from models.musicnn_checkpoint import load_musicnn_tensors
+
+    patches = [spread_patches(musicnn_patches(decode_audio(str(f), 16000)), args.max_patches)
+               for f in files]  # fmt: skip
+    stacked = np.concatenate(patches)[: 40 if args.smoke else MODEL_ONLY_PATCHES]
+    threads = args.threads or os.cpu_count() or 1
+    peak = sgemm_peak(threads, size=512 if args.smoke else 2048)
+    seconds, flops = 0.0, 0.0
+    for head in args.heads.split("+"):
+        port = MusiCNN()
+        load_musicnn_weights(port, load_musicnn_tensors(None, f"{head.upper()}_musicnn"))
+        timing = time_model_only(FastMusiCNN(port.eval()), stacked, repeats=1 if args.smoke else 2)
+        seconds += timing.seconds
+        flops += flops_per_patch(port) * len(stacked)
+    gflops = flops / seconds / 1e9
+    return {
+        "model_only": {
+            "patches": len(stacked),
+            "ms_per_patch": round(seconds * 1000 / len(stacked), 2),
+            "realtime_factor": round(len(stacked) * 3.0 / seconds, 1),
+            "gflops": round(gflops, 1),
+            "sgemm_peak_gflops": round(peak, 1),
+            "share_of_sgemm_peak": round(gflops / peak, 3),
+            "threads": threads,
+        }
+    }
+
+
+def peer(files: list[Path], args: argparse.Namespace, ours: dict) -> dict:
+    """The original TF extractor on the same files: end-to-end and model-only ratios."""
+    from tf_peer import TfPeerError, ensure_tf_python, find_tf_python, time_original
+
+    try:
+        python = (
+            find_tf_python(tf_python=args.tf_python)
+            if args.smoke
+            else ensure_tf_python(tf_python=args.tf_python)
+        )
+        if python is None:
+            return {"peer": "skipped: no TensorFlow virtualenv (smoke runs never make one)"}
+        timing = time_original(files, python)
+    except TfPeerError as exc:
+        return {"peer": f"failed: {exc}"}
+    audio_s = sum(f.audio_s for f in timing.files)
+    wall_s = sum(f.total_s for f in timing.files)
+    model_s = sum(f.model_s for f in timing.files)
+    patches = sum(f.patches for f in timing.files)
+    original_ms = model_s * 1000 / patches
+    ours_ms = ours["model_only"]["ms_per_patch"] / len(args.heads.split("+"))
+    return {
+        "peer": {
+            "what": "musicnn 0.1.0 extractor, TensorFlow, MSD_musicnn, same files",
+            "audio_s": round(audio_s, 1),
+            "realtime_factor": round(audio_s / wall_s, 1),
+            "model_ms_per_patch": round(original_ms, 2),
+            "end_to_end_ratio": round(ours["realtime_factor"] / (audio_s / wall_s), 2),
+            "model_only_ratio": round(original_ms / ours_ms, 2),
+        }
+    }
 
 
 async def read_events(
     settings: Settings, expected: int, embedder: asyncio.Task[None]
-) -> list[tuple[float, object]]:
+) -> list[tuple[float, StageTimings]]:
     """(arrival time, timings) of each `embedded` event, read as they come (the embedder's
     error, should it stop before)."""
     consumer = make_consumer(settings.kafka, settings.topics.embeddings, group_id=None)
     await consumer.start()
-    seen: list[tuple[float, object]] = []
+    seen: list[tuple[float, StageTimings]] = []
     try:
         while len(seen) < expected:
             if embedder.done():

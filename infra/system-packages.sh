@@ -2,6 +2,7 @@
 # Debian packages the build and the tests need beyond Python, Java and Go:
 #   clang, lld   the Navidrome plugin (C -> wasm32, plugins/navidrome/build.sh)
 #   chromium     the browser tests (Playwright drives Debian's chromium; no browser download)
+#   fb-music-high  real music for the tests (Frozen Bubble's soundtrack, Ogg Vorbis, GPL)
 # Installs the missing ones with apt-get when run as root; otherwise prints the command.
 # Usage: infra/system-packages.sh [PACKAGE...]   (default: all of the above)
 set -euo pipefail
@@ -23,12 +24,13 @@ has() {
     clang) any_command $(versions clang) ;;
     # shellcheck disable=SC2046
     lld) any_command $(versions wasm-ld) || ls /usr/lib/llvm-*/bin/wasm-ld >/dev/null 2>&1 ;;
+    fb-music-high) [ -f /usr/share/games/frozen-bubble/snd/introzik.ogg ] ;;
     *) command -v "${marker[$1]:-$1}" >/dev/null ;;
   esac
 }
 
 wanted=("$@")
-[ "${#wanted[@]}" -gt 0 ] || wanted=(clang lld chromium)
+[ "${#wanted[@]}" -gt 0 ] || wanted=(clang lld chromium fb-music-high)
 missing=()
 for package in "${wanted[@]}"; do has "$package" || missing+=("$package"); done
 [ "${#missing[@]}" -eq 0 ] && exit 0

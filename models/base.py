@@ -88,10 +88,12 @@ def parse_params(model: str, schema: type[ModelParams], params: dict[str, Any]) 
 
 @dataclass
 class TrackAudio:
-    """A decoded track: mono float32 samples at the model's sample rate."""
+    """A decoded track: mono float32 samples at the model's sample rate, and the model's
+    own input made from them by `EmbeddingModel.prepare` (None until then)."""
 
     track_id: str
     samples: np.ndarray
+    features: np.ndarray | None = None
 
 
 @dataclass
@@ -173,9 +175,19 @@ class EmbeddingModel(ABC):
     def unload(self) -> None:
         """Drop every reference to weights and tensors."""
 
+    def prepare(self, track: TrackAudio) -> TrackAudio:
+        """The track's CPU preprocessing (spectrograms, patches) into `track.features`.
+
+        The embedder calls it in its decode threads, so that it overlaps with `embed`
+        running earlier tracks; it must not touch the network (no lock is held). Models
+        whose preprocessing is part of their forward pass keep this default: nothing.
+        """
+        return track
+
     @abstractmethod
     def embed(self, tracks: list[TrackAudio]) -> list[TrackEmbedding]:
-        """Embed several tracks in batched forward passes (called under inference mode)."""
+        """Embed several tracks in batched forward passes (called under inference mode);
+        tracks not yet through `prepare` are prepared here."""
 
 
 class ManagedModel:

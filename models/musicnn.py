@@ -1,28 +1,51 @@
-"""MusiCNN (MSD) behind the model interface: the default, real weights, CPU-friendly.
+"""MusiCNN behind the model interface: the default, real weights, CPU-friendly.
 
 Per track: 3-s patches -> 200-d penultimate embeddings [T, 200], measured from
 each unit's resting value (see `dead_unit_values`) -> enriched 600-d vector;
 the 50 MSD tag probabilities (averaged over patches) travel in `extra["tags"]`
 and power zero-shot text search.
+
+Two knobs (`embed.params.musicnn`, see `MusicnnParams`):
+
+- `heads`: `msd` (default) or `msd+mtt`. The same wheel ships the network trained
+  on MagnaTagATune, whose 50 tags are instruments, voices, tempo and loudness
+  ("piano", "female vocal", "fast", "quiet") that the MSD vocabulary lacks. With
+  both, the mel patches are computed once and run through both networks; the
+  vector is the two 600-d halves, each scaled to unit length (so each head weighs
+  the same in a cosine), 1200-d in all, and the MTT tags go to `extra["mtt_tags"]`.
+- `max_patches`: at most N patches per track, spread evenly over it (off by
+  default). A 4-minute track has 80 patches; the docs say how neighbours change
+  as N shrinks (docs/performance.md).
+
+Inference runs `FastMusiCNN` (models.musicnn_fast), the port rearranged so the
+front-end pools before its element-wise layers: the same outputs, measured
+~1.8x faster. Mel patches are computed in `prepare`, which the embedder runs
+in its decode threads while the network works on earlier tracks.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from models.base import (
     EmbeddingModel,
     ModelOptions,
+    ModelParams,
     ModelUnavailable,
     TrackAudio,
     TrackEmbedding,
     enrich,
 )
 from models.musicnn_checkpoint import MUSICNN_WHEEL_SHA256, load_musicnn_tensors
+from models.musicnn_fast import FastMusiCNN
 from models.musicnn_net import (
     EMBEDDING_DIM,
     MSD_TAGS,
+    MTT_TAGS,
     SAMPLE_RATE,
     MusiCNN,
     load_musicnn_weights,
@@ -31,6 +54,18 @@ from models.musicnn_net import (
 
 # Bump when preprocessing or enrichment changes: stored vectors must be redone.
 PREPROCESSING_VERSION = "p2"
+CHECKPOINTS = {"msd": "MSD_musicnn", "mtt": "MTT_musicnn"}
+
+
+class MusicnnParams(ModelParams):
+    """MusiCNN's options (`embed.params.musicnn`)."""
+
+    heads: Literal["msd", "msd+mtt"] = Field(
+        "msd", description="msd: 600-d, MSD tags; msd+mtt: 1200-d, MSD + MagnaTagATune tags."
+    )
+    max_patches: int | None = Field(
+        None, ge=1, description="At most this many 3-s patches per track, spread evenly."
+    )
 
 
 def dead_unit_values(net: MusiCNN) -> torch.Tensor:
@@ -46,65 +81,110 @@ def dead_unit_values(net: MusiCNN) -> torch.Tensor:
     return (bn.bias - bn.running_mean * scale).detach()
 
 
+def spread_patches(patches: np.ndarray, max_patches: int | None) -> np.ndarray:
+    """At most `max_patches` of the track's patches, evenly spaced from first to last."""
+    if max_patches is None or len(patches) <= max_patches:
+        return patches
+    picked = np.unique(np.linspace(0, len(patches) - 1, max_patches).round().astype(int))
+    return np.ascontiguousarray(patches[picked])
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+class _Head:
+    """One loaded network (MSD or MTT) with the resting values of its embedding units."""
+
+    def __init__(self, net: MusiCNN, device: str) -> None:
+        self.fast = FastMusiCNN(net).to(device)
+        self.rest = dead_unit_values(net).to(device)
+
+    def run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        probs, embedding = self.fast(batch)
+        return probs.float().cpu().numpy(), (embedding - self.rest).float().cpu().numpy()
+
+
 class MusicnnModel(EmbeddingModel):
     name = "musicnn"
     sample_rate = SAMPLE_RATE
-    dim = 3 * EMBEDDING_DIM
     tags = MSD_TAGS
+    params_schema = MusicnnParams
 
     def __init__(self, options: ModelOptions) -> None:
         super().__init__(options)
-        self._net: MusiCNN | None = None
+        assert isinstance(self.params, MusicnnParams)
+        self.heads: tuple[str, ...] = tuple(self.params.heads.split("+"))
+        self.dim = 3 * EMBEDDING_DIM * len(self.heads)
+        self._nets: dict[str, _Head] = {}
         self._device = "cpu"
-        self._dead_unit_values = torch.zeros(EMBEDDING_DIM)
 
     @property
     def model_version(self) -> str:
-        return f"musicnn-msd-{MUSICNN_WHEEL_SHA256[:10]}-{PREPROCESSING_VERSION}"
+        heads = "+".join(self.heads)
+        budget = f"-b{self.params.max_patches}" if self.params.max_patches else ""  # type: ignore[attr-defined]
+        return f"musicnn-{heads}-{MUSICNN_WHEEL_SHA256[:10]}-{PREPROCESSING_VERSION}{budget}"
 
     def load(self, device: str) -> None:
         cache = self.options.cache_dir / "models" / "musicnn" if self.options.cache_dir else None
-        net = MusiCNN()
-        try:
-            load_musicnn_weights(net, load_musicnn_tensors(cache, "MSD_musicnn"))
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise ModelUnavailable(f"MusiCNN weights could not be loaded: {exc}") from exc
-        self._net = net.eval().to(device)
+        nets = {}
+        for head in self.heads:
+            net = MusiCNN()
+            try:
+                load_musicnn_weights(net, load_musicnn_tensors(cache, CHECKPOINTS[head]))
+            except (RuntimeError, KeyError, ValueError, OSError) as exc:
+                raise ModelUnavailable(
+                    f"MusiCNN {CHECKPOINTS[head]} weights could not be loaded: {exc}"
+                ) from exc
+            nets[head] = _Head(net.eval(), device)
+        self._nets = nets
         self._device = device
-        self._dead_unit_values = dead_unit_values(net).to(device)
         if device == "cuda":
             # TF32 convolutions drift past the 1e-3 parity with the original network.
             torch.backends.cudnn.allow_tf32 = False
 
     def unload(self) -> None:
-        self._net = None
+        self._nets = {}
+
+    def prepare(self, track: TrackAudio) -> TrackAudio:
+        """Mel patches (within the patch budget): CPU work the embedder overlaps with `embed`."""
+        if track.features is None:
+            patches = musicnn_patches(track.samples)
+            track.features = spread_patches(patches, self.params.max_patches)  # type: ignore[attr-defined]
+        return track
 
     def embed(self, tracks: list[TrackAudio]) -> list[TrackEmbedding]:
-        if self._net is None:
+        if not self._nets:
             raise RuntimeError("MusiCNN used before load()")
-        patches = [musicnn_patches(track.samples) for track in tracks]
-        counts = [len(p) for p in patches]
-        stacked = torch.from_numpy(np.concatenate(patches))
-        probs, embeddings = [], []
-        # The timbral convs hold [B, 204, 187, 96] activations: 16 patches keep the
-        # peak near 1.2 GB on CPU (64 took 2 GB and was no faster on 2 cores).
-        step = self.options.batch_size
-        for start in range(0, len(stacked), step):
-            batch = stacked[start : start + step].to(self._device)
-            p, e = self._net(batch)
-            probs.append(p.float().cpu().numpy())
-            embeddings.append((e - self._dead_unit_values).float().cpu().numpy())
-        all_probs, all_embeddings = np.concatenate(probs), np.concatenate(embeddings)
+        patches = [self.prepare(track).features for track in tracks]
+        counts = [len(p) for p in patches]  # type: ignore[arg-type]
+        stacked = torch.from_numpy(np.concatenate(patches))  # type: ignore[arg-type]
+        outputs = {head: self._run(net, stacked) for head, net in self._nets.items()}
         results, offset = [], 0
         for track, count in zip(tracks, counts, strict=True):
-            frames = all_embeddings[offset : offset + count]
-            tags = all_probs[offset : offset + count].mean(axis=0)
+            window = slice(offset, offset + count)
             offset += count
-            results.append(
-                TrackEmbedding(
-                    track_id=track.track_id,
-                    vector=enrich(frames.T),
-                    extra={"tags": [round(float(x), 5) for x in tags], "patches": count},
-                )
-            )
+            halves: list[np.ndarray] = []
+            extra: dict[str, Any] = {"patches": count}
+            for head, (probs, embeddings) in outputs.items():
+                halves.append(enrich(embeddings[window].T))
+                mean_tags = [round(float(x), 5) for x in probs[window].mean(axis=0)]
+                extra["tags" if head == "msd" else f"{head}_tags"] = mean_tags
+            vector = halves[0] if len(halves) == 1 else np.concatenate([unit(h) for h in halves])
+            results.append(TrackEmbedding(track.track_id, vector.astype(np.float32), extra))
         return results
+
+    def _run(self, net: _Head, stacked: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        # The timbral convs hold [B, 204, 187, 59] maps: 16 patches keep the peak
+        # memory near 0.5 GB on CPU and larger batches were no faster on 2 cores.
+        probs, embeddings = [], []
+        step = self.options.batch_size
+        for start in range(0, len(stacked), step):
+            p, e = net.run(stacked[start : start + step].to(self._device))
+            probs.append(p)
+            embeddings.append(e)
+        return np.concatenate(probs), np.concatenate(embeddings)
+
+
+__all__ = ["MTT_TAGS", "MusicnnModel", "MusicnnParams", "spread_patches"]

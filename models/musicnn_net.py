@@ -50,6 +50,16 @@ MSD_TAGS: tuple[str, ...] = (
     "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal", "Progressive rock",
     "60s", "rnb", "indie pop", "sad", "House", "happy",
 )
+# Output order of the MagnaTagATune models (musicnn/configuration.py, MTT_LABELS):
+# instruments, voices, tempo and loudness, which the MSD vocabulary lacks.
+MTT_TAGS: tuple[str, ...] = (
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
+    "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera",
+    "male", "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman",
+    "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic", "choir",
+    "voice", "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello",
+    "no voice", "weird", "country", "metal", "female voice", "choral",
+)
 # fmt: on
 
 
@@ -326,10 +336,13 @@ def load_musicnn_weights(module: MusiCNN, tensors: dict[str, np.ndarray]) -> Non
     module.load_state_dict(new_state, strict=False)
 
 
-def load_pretrained_musicnn(cache_dir: Path | str | None = None) -> MusiCNN:
-    """Build ``MSD_musicnn`` with the released weights, frozen and in eval mode."""
+def load_pretrained_musicnn(
+    cache_dir: Path | str | None = None, checkpoint: str = "MSD_musicnn"
+) -> MusiCNN:
+    """Build ``MSD_musicnn`` (or ``MTT_musicnn``: the same network trained on
+    MagnaTagATune) with the released weights, frozen and in eval mode."""
     model = MusiCNN()
-    load_musicnn_weights(model, load_musicnn_tensors(cache_dir, "MSD_musicnn"))
+    load_musicnn_weights(model, load_musicnn_tensors(cache_dir, checkpoint))
     return model.requires_grad_(False).eval()
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.base import TRANSFORMERS_IMPORT, ManagedModel, ModelUnavailable
-from models.musicnn_net import MSD_TAGS
+from models.musicnn_net import MSD_TAGS, MTT_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,26 @@ NATIVE_TEXT_MODELS = frozenset({"muq"})
 # Models whose stored rows carry `extra["tags"]` over MSD_TAGS (zero-shot text via tags).
 TAGGED_MODELS = frozenset({"musicnn"})
 
-# How a tag reads as words: the MSD names are last.fm tags ("00s", "rnb", "Hip-Hop").
+# A row's tag vector by its length: MusiCNN's MSD head alone, or MSD then MagnaTagATune
+# (`heads: msd+mtt`, whose rows carry `extra["mtt_tags"]` beside `extra["tags"]`).
+TAG_VOCABULARIES: dict[int, tuple[str, ...]] = {
+    len(MSD_TAGS): MSD_TAGS,
+    len(MSD_TAGS) + len(MTT_TAGS): MSD_TAGS + MTT_TAGS,
+}
+
+
+def stored_tags(extra: dict[str, Any]) -> list[float] | None:
+    """The tag probabilities a row carries, in `TAG_VOCABULARIES` order (None: untagged)."""
+    tags, mtt = extra.get("tags"), extra.get("mtt_tags")
+    if not isinstance(tags, list) or not tags:
+        return None
+    if isinstance(mtt, list) and len(mtt) == len(MTT_TAGS):
+        return tags + mtt
+    return tags
+
+
+# How a tag reads as words: the MSD names are last.fm tags ("00s", "rnb", "Hip-Hop");
+# some MTT names are bare words ("female", "man", "beat") that read better spelled out.
 TAG_PHRASES: dict[str, str] = {
     "00s": "2000s music",
     "90s": "1990s music",
@@ -61,6 +80,25 @@ TAG_PHRASES: dict[str, str] = {
     "catchy": "catchy, upbeat",
     "happy": "happy, cheerful",
     "sad": "sad, melancholic",
+    "female": "female singer",
+    "woman": "female singer, woman singing",
+    "man": "male singer, man singing",
+    "male": "male singer",
+    "no vocals": "instrumental, no vocals",
+    "no vocal": "instrumental, no singing",
+    "no voice": "instrumental, no voice",
+    "beat": "strong beat, rhythm",
+    "beats": "beats, drum machine",
+    "fast": "fast tempo, fast",
+    "slow": "slow tempo, slow",
+    "loud": "loud, intense, energetic",
+    "quiet": "quiet, calm, soft",
+    "soft": "soft, gentle",
+    "solo": "solo instrument",
+    "weird": "weird, strange, experimental",
+    "classic": "classical music",
+    "indian": "indian music",
+    "new age": "new age, meditative",
 }
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on 256-token inputs
 

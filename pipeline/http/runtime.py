@@ -146,7 +146,8 @@ class OpsRuntime:
                 embedding=vector.tolist(), model=model, dimension=len(vector), space="audio"
             )
         if model in TAGGED_MODELS:
-            tags = self.text.tags
+            heads = self.settings.embed.params.get(model, {}).get("heads", "msd")
+            tags = self.text.encoders[100 if heads == "msd+mtt" else 50]
             weights = tags.weights(request.text)
             return bridge.TextEmbeddingResponse(
                 embedding=[round(float(w), 6) for w in weights], model=model,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.text import stored_tags
 from pipeline.recommender.batching import Batcher
 from pipeline.store import StoredTrack, VectorStore, normalise
 
@@ -184,7 +185,7 @@ class ModelIndex:
                     self._dead -= 1
                 self._alive[at] = True
                 self._info[at] = track_info(row)
-                self._set_tags(at, row.extra.get("tags"))
+                self._set_tags(at, stored_tags(row.extra))
                 positions.append(at)
             if vectors is not None and self._vectors is not None:
                 self._vectors[positions] = vectors

@@ -17,6 +17,7 @@ import numpy as np
 from models.base import ManagedModel, ModelUnavailable
 from models.text import (
     NATIVE_TEXT_MODELS,
+    TAG_VOCABULARIES,
     MuqTextEncoder,
     SentenceEncoder,
     TagTextEncoder,
@@ -41,15 +42,27 @@ class TextSupport:
         load_model: Callable[[str], ManagedModel],
     ) -> None:
         self.sentences = sentences
-        self.tags = TagTextEncoder(sentences, temperature=tag_temperature)
+        # One encoder per tag vocabulary (MSD, or MSD + MTT), told apart by the length of
+        # the rows' tag vectors; prompts of concurrent requests share a forward pass.
+        self.encoders = {
+            count: TagTextEncoder(sentences, tags, temperature=tag_temperature)
+            for count, tags in TAG_VOCABULARIES.items()
+        }
+        self._prompts: dict[int, Batcher[str, np.ndarray]] = {
+            count: Batcher(encoder.weights_many) for count, encoder in self.encoders.items()
+        }
         self._load_model = load_model
         self._native: dict[str, MuqTextEncoder] = {}
         self._lock = threading.Lock()
-        # Prompts of concurrent requests share a forward pass of the sentence model.
-        self._prompts: Batcher[str, np.ndarray] = Batcher(self.tags.weights_many)
+
+    @property
+    def tags(self) -> TagTextEncoder:
+        """The MSD vocabulary's encoder (MusiCNN's default head)."""
+        return next(iter(self.encoders.values()))
 
     def warm(self) -> None:
-        self.tags.tag_vectors()
+        for encoder in self.encoders.values():
+            encoder.tag_vectors()
 
     def native(self, model: str) -> MuqTextEncoder:
         """The model's own text tower; ModelUnavailable when its weights are not here."""
@@ -60,9 +73,13 @@ class TextSupport:
                 self._native[model] = MuqTextEncoder(managed)
             return self._native[model]
 
-    def tag_weights(self, prompts: list[str]) -> np.ndarray:
-        """[P, T] tag weights of the prompts (see models/text.py)."""
-        return np.stack([self._prompts.run(p) for p in prompts])
+    def tag_weights(self, prompts: list[str], tag_count: int | None = None) -> np.ndarray:
+        """[P, T] tag weights of the prompts over the vocabulary of `tag_count` tags (the
+        length of the index's tag vectors; default MSD's 50): see models/text.py."""
+        count = tag_count or len(self.tags.tags)
+        if count not in self._prompts:
+            raise ModelUnavailable(f"no tag vocabulary of {count} tags")
+        return np.stack([self._prompts[count].run(p) for p in prompts])
 
     def penalties(
         self, index: ModelIndex, prompts: list[str], warn: Callable[[str], None]
@@ -78,7 +95,7 @@ class TextSupport:
                 warn(f"negative prompts not applied with {index.model}: {exc}")
                 return PenaltySet()
         if index.has_tags:
-            return PenaltySet(tag_weights=self.tag_weights(prompts))
+            return PenaltySet(tag_weights=self.tag_weights(prompts, index.tag_count))
         warn(f"negative prompts not applied with {index.model}: it has no text support")
         return PenaltySet()
 

@@ -84,7 +84,7 @@ def run(ctx: QueryContext) -> Outcome:
                 continue
             ranking = index.search(query, pool, exclude)[0]
         elif index.has_tags:
-            weights = text.tag_weights([request.prompt])
+            weights = text.tag_weights([request.prompt], index.tag_count)
             blend = ctx.settings.text_embedding_blend
             ranking = tag_ranking(index, weights, pool, blend, exclude)
         else:

@@ -11,9 +11,15 @@ from pipeline.schemas.base import Record, utc_now
 
 
 class StageTimings(BaseModel):
+    """Where one track's time went (ms). `embed_ms` and `upsert_ms` are the track's share
+    of a batched call; decoding and preparing overlap with the model's work on other
+    tracks, so the stages do not add up to wall time."""
+
     decode_ms: float = 0.0
+    prepare_ms: float = Field(0.0, description="The model's preprocessing (MusiCNN: mel patches).")
     embed_ms: float = 0.0
     upsert_ms: float = 0.0
+    audio_s: float = Field(0.0, description="Seconds of audio decoded.")
 
 
 class NearDuplicate(BaseModel):

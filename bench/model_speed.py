@@ -1,0 +1,76 @@
+"""How close MusiCNN's forward pass runs to what this CPU can do, measured in one process.
+
+`sgemm_peak` times a large float32 matrix product (the fastest thing a CPU
+does with BLAS) at the thread count the model uses; `flops_per_patch` counts
+the network's multiply-adds from its layer shapes; `time_model_only` runs the
+network alone on real patches. Their ratio is the share of the peak the model
+reaches, a figure that holds on a noisy machine better than seconds do.
+Imported by bench/embed_throughput.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.musicnn_net import N_MELS, PATCH_FRAMES, MusiCNN
+
+
+def sgemm_peak(threads: int, size: int = 2048, repeats: int = 7) -> float:
+    """Best-of-`repeats` GFLOP/s of a size x size float32 matmul on `threads` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b  # warm-up: thread pool, page faults
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - started)
+        return 2 * size**3 / best / 1e9
+    finally:
+        torch.set_num_threads(previous)
+
+
+def flops_per_patch(net: MusiCNN) -> float:
+    """Floating-point operations (2 per multiply-add) of one 3-s patch through `net`."""
+    total = 0.0
+    for block in (*net.timbral, *net.temporal):
+        out_ch, _in_ch, kernel_t, kernel_f = block.conv.weight.shape
+        total += 2 * out_ch * kernel_t * kernel_f * PATCH_FRAMES * (N_MELS - kernel_f + 1)
+    for block in net.midend:
+        out_ch, in_ch, kernel_t = block.conv.weight.shape
+        total += 2 * out_ch * in_ch * kernel_t * PATCH_FRAMES
+    for dense in (net.dense, net.output):
+        total += 2 * dense.in_features * dense.out_features
+    return total
+
+
+@dataclass
+class ModelOnly:
+    patches: int
+    seconds: float
+
+    @property
+    def ms_per_patch(self) -> float:
+        return self.seconds * 1000 / self.patches
+
+
+def time_model_only(
+    forward: torch.nn.Module, patches: np.ndarray, batch: int = 16, repeats: int = 2
+) -> ModelOnly:
+    """Best-of-`repeats` time of `forward` over `patches` in batches (inference mode)."""
+    stacked = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
+    best = float("inf")
+    with torch.inference_mode():
+        forward(stacked[:batch])  # warm-up: oneDNN picks its kernels on the first call
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for start in range(0, len(stacked), batch):
+                forward(stacked[start : start + batch])
+            best = min(best, time.perf_counter() - started)
+    return ModelOnly(patches=len(stacked), seconds=best)
