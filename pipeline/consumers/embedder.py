@@ -19,16 +19,23 @@ CPU threads of torch, BLAS and the decode pool (`cap_threads`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
+import os
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from models.base import ManagedModel, ModelUnavailable, TrackAudio, TrackEmbedding
+from models.base import (
+    EmbeddingModel,
+    ManagedModel,
+    ModelUnavailable,
+    TrackAudio,
+    TrackEmbedding,
+)
 from pipeline.audio import AudioDecodeError, DecodeLimits, decode_audio
 from pipeline.bus import make_consumer, make_producer
 from pipeline.config import Settings
@@ -57,6 +64,7 @@ class Decoded:
     delivery: Delivery[TrackEvent]
     audio: TrackAudio
     decode_ms: float
+    prepare_ms: float = 0.0
 
 
 class Embedder:
@@ -77,20 +85,18 @@ class Embedder:
         self.force = False
         self._ready: set[str] = set()
         self.limits = DecodeLimits(max_duration_s=settings.embed.max_duration_s)
-        # Decoding runs here, not in the loop's shared default pool, so `embed.threads`
-        # bounds it (None: asyncio's default pool, as many threads as it allows). The slots
+        # Decoding (and the model's `prepare`) runs in a pool of its own, beside the model:
+        # `embed.threads` threads, or by default half the cores, so the next tracks decode
+        # while the network works on the previous ones (see `_embed_as_decoded`). The slots
         # let a file wait for a thread before its decode timeout starts.
-        threads = settings.embed.threads
-        self.decode_pool = (
-            ThreadPoolExecutor(threads, thread_name_prefix=f"decode-{model.model.name}")
-            if threads
-            else None
+        threads = settings.embed.threads or decode_threads()
+        self.decode_pool = ThreadPoolExecutor(
+            threads, thread_name_prefix=f"decode-{model.model.name}"
         )
-        self.decode_slots = asyncio.Semaphore(threads) if threads else None
+        self.decode_slots = asyncio.Semaphore(threads)
 
     def close(self) -> None:
-        if self.decode_pool is not None:
-            self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     async def prepare(self) -> None:
         name = self.model.model.name
@@ -126,17 +132,9 @@ class Embedder:
         todo, skipped = await self._split_unchanged(todo)
         events += [self._event(d.value.track_id, "skipped_unchanged") for d in skipped]  # type: ignore[union-attr]
 
-        decoded, decode_failures = await self._decode_all(todo)
+        decoded, embeddings, embed_ms, decode_failures = await self._embed_as_decoded(todo)
         failures += decode_failures
         if decoded:
-            started = time.perf_counter()
-            try:
-                embeddings = await asyncio.to_thread(self.model.embed, [d.audio for d in decoded])
-            except ModelUnavailable as exc:
-                # A broken model folder is the operator's to fix, not the tracks' fault:
-                # rewind and retry later instead of dead-lettering the library.
-                raise TransientError(str(exc)) from exc
-            embed_ms = (time.perf_counter() - started) * 1000 / len(decoded)
             duplicates = await self._near_duplicates(embeddings)
             started = time.perf_counter()
             rows = [
@@ -146,7 +144,11 @@ class Embedder:
             upsert_ms = (time.perf_counter() - started) * 1000 / len(decoded)
             for d, e in zip(decoded, embeddings, strict=True):
                 timings = StageTimings(
-                    decode_ms=d.decode_ms, embed_ms=embed_ms, upsert_ms=upsert_ms
+                    decode_ms=d.decode_ms,
+                    prepare_ms=d.prepare_ms,
+                    embed_ms=embed_ms[e.track_id],
+                    upsert_ms=upsert_ms,
+                    audio_s=d.audio.samples.size / self.model.model.sample_rate,
                 )
                 events.append(
                     self._event(e.track_id, "embedded", timings, duplicates.get(e.track_id, []))
@@ -174,33 +176,79 @@ class Embedder:
                 todo.append(d)
         return todo, skipped
 
-    async def _decode_all(
+    async def _embed_as_decoded(
         self, deliveries: list[Delivery[TrackEvent]]
-    ) -> tuple[list[Decoded], list[Failure]]:
-        results = await asyncio.gather(*(self._decode(d) for d in deliveries))
-        decoded = [r for r in results if isinstance(r, Decoded)]
-        failures = [r for r in results if isinstance(r, Failure)]
-        return decoded, failures
+    ) -> tuple[list[Decoded], list[TrackEmbedding], dict[str, float], list[Failure]]:
+        """Decode every track in the decode pool and run the model on tracks as they arrive.
+
+        Whenever the model is idle it takes every track decoded so far, so decoding the
+        next files overlaps with the network (measured on 2 cores: bench/embed_throughput.py).
+        Returns the decoded tracks and their embeddings in one order, each track's share
+        of model time (ms), and the tracks that could not be decoded.
+        """
+        pending = {asyncio.ensure_future(self._decode(d)) for d in deliveries}
+        ready: list[Decoded] = []
+        running: asyncio.Task[tuple[list[Decoded], list[TrackEmbedding], float]] | None = None
+        decoded: list[Decoded] = []
+        embeddings: list[TrackEmbedding] = []
+        embed_ms: dict[str, float] = {}
+        failures: list[Failure] = []
+
+        def collect(task: asyncio.Task[tuple[list[Decoded], list[TrackEmbedding], float]]) -> None:
+            chunk, chunk_embeddings, seconds = task.result()
+            decoded.extend(chunk)
+            embeddings.extend(chunk_embeddings)
+            embed_ms.update((d.audio.track_id, seconds * 1000 / len(chunk)) for d in chunk)
+
+        try:
+            while pending or ready or running:
+                waiting = set(pending) | ({running} if running else set())
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is running:
+                        collect(running)
+                        running = None
+                    else:
+                        pending.discard(task)  # type: ignore[arg-type]
+                        result = task.result()
+                        (ready if isinstance(result, Decoded) else failures).append(result)  # type: ignore[arg-type]
+                if running is None and ready:
+                    running = asyncio.ensure_future(self._embed_chunk(ready))
+                    ready = []
+        finally:
+            for task in (*pending, *([running] if running else [])):
+                task.cancel()
+        return decoded, embeddings, embed_ms, failures
+
+    async def _embed_chunk(
+        self, chunk: list[Decoded]
+    ) -> tuple[list[Decoded], list[TrackEmbedding], float]:
+        started = time.perf_counter()
+        try:
+            embeddings = await asyncio.to_thread(self.model.embed, [d.audio for d in chunk])
+        except ModelUnavailable as exc:
+            # A broken model folder is the operator's to fix, not the tracks' fault:
+            # rewind and retry later instead of dead-lettering the library.
+            raise TransientError(str(exc)) from exc
+        return chunk, embeddings, time.perf_counter() - started
 
     async def _decode(self, delivery: Delivery[TrackEvent]) -> Decoded | Failure:
         event = delivery.value
         assert event is not None
         segment = event.segment
-        started = time.perf_counter()
         try:
             # The file itself, or its original fetched from Navidrome when the path
             # cannot be read on this machine (pipeline.navidrome.download).
             async with reachable_audio(event, self.settings.navidrome) as path:
                 decode = functools.partial(
-                    decode_audio,
+                    self._decode_and_prepare,
+                    event.track_id,
                     path,
-                    self.model.model.sample_rate,
                     segment.start_s if segment else 0.0,
                     segment.end_s if segment else None,
-                    self.limits,
                 )
-                async with self.decode_slots or contextlib.nullcontext():
-                    samples = await asyncio.wait_for(
+                async with self.decode_slots:
+                    audio, decode_s, prepare_s = await asyncio.wait_for(
                         asyncio.get_running_loop().run_in_executor(self.decode_pool, decode),
                         timeout=self.settings.embed.decode_timeout_s,
                     )
@@ -213,8 +261,20 @@ class Embedder:
         except TimeoutError:
             message = f"decoding {event.path} took over {self.settings.embed.decode_timeout_s} s"
             return Failure(delivery, PermanentError(message, stage="audio"))
-        elapsed = (time.perf_counter() - started) * 1000
-        return Decoded(delivery, TrackAudio(event.track_id, samples), elapsed)
+        return Decoded(delivery, audio, decode_s * 1000, prepare_s * 1000)
+
+    def _decode_and_prepare(
+        self, track_id: str, path: str, start_s: float, end_s: float | None
+    ) -> tuple[TrackAudio, float, float]:
+        """In a decode thread: the samples, then the model's preprocessing of them."""
+        started = time.perf_counter()
+        samples = decode_audio(path, self.model.model.sample_rate, start_s, end_s, self.limits)
+        decoded = time.perf_counter()
+        try:
+            audio = self.model.model.prepare(TrackAudio(track_id, samples))
+        except ValueError as exc:  # samples no model can use (the model says why)
+            raise AudioDecodeError(f"{path}: {exc}") from exc
+        return audio, decoded - started, time.perf_counter() - decoded
 
     async def _near_duplicates(
         self, embeddings: list[TrackEmbedding]
@@ -290,14 +350,30 @@ def _latest_per_key(batch: list[Delivery[TrackEvent]]) -> list[Delivery[TrackEve
     return list(latest.values())
 
 
+# What an edge runs before an embedder joins its group: (store, model, stop).
+BeforeJoin = Callable[[VectorStore, EmbeddingModel, asyncio.Event], Awaitable[object]]
+
+
 async def run_embedder(
-    settings: Settings, model_name: str, stop: asyncio.Event, store: VectorStore | None = None
+    settings: Settings,
+    model_name: str,
+    stop: asyncio.Event,
+    store: VectorStore | None = None,
+    *,
+    model: ManagedModel | None = None,
+    before_join: BeforeJoin | None = None,
 ) -> None:
-    """Run one model's consumer until `stop` is set (the `sonicbus embed` process)."""
+    """Run one model's consumer until `stop` is set (the `sonicbus embed` process).
+
+    `model`: default, the one the settings describe (`wiring.embedding_model`).
+    `before_join`: awaited once the model is loaded and before this process joins the
+    group; the edges pass `pipeline.ops.upgrade`'s check, which starts the re-embed a
+    changed model needs (Kafka resets a group's offsets only while it has no member).
+    """
     own_store = store is None
     if store is None:
         store = vector_store(settings)
-    model = embedding_model(settings, model_name)
+    model = model or embedding_model(settings, model_name)
     # Load before joining the group: a missing or wrong weights folder stops this
     # component with a clear error (the supervisor retries) before any record is read.
     await asyncio.to_thread(model.ensure_loaded)
@@ -314,6 +390,10 @@ async def run_embedder(
     gate = PauseFollower(settings.kafka, settings.topics, model_name)
     await producer.start()
     try:
+        if before_join is not None:
+            await before_join(store, model.model, stop)
+            if stop.is_set():  # stopped while it waited: never joined
+                return
         await embedder.prepare()
         await gate.start()  # a standing pause holds before the first fetch
         await consumer.start()
@@ -338,6 +418,11 @@ async def run_embedder(
         model.close()
         if own_store:
             store.close()
+
+
+def decode_threads() -> int:
+    """The decode pool's default size: half the cores (the model's threads use the rest)."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def cap_threads(threads: int | None) -> None:

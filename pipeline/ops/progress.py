@@ -192,22 +192,41 @@ async def finish_replay(store: VectorStore, progress: ReplayProgress) -> Replay 
         if drop:
             await store_call(store.drop_collection, previous)
     log.info("replay %s of %s completed (%s)", replay.id, replay.model, replay.note or "in place")
+    if replay.reason and replay.fresh:  # an upgrade (pipeline.ops.upgrade): say it is over
+        log.warning(
+            "%s: the re-embed caught up; queries now use %s (%s)",
+            replay.model, replay.collection, replay.note or "nothing else changed",
+        )  # fmt: skip
     return replay
 
 
 async def watch_replays(
     settings: Settings, store: VectorStore, models: list[str], stop: asyncio.Event
 ) -> None:
-    """Finish caught-up replays of `models` until `stop` (run by `sonicbus serve`)."""
-    async with lag_reader(settings) as reader:
-        while not stop.is_set():
-            for model in models:
-                try:
-                    _, replay = await current(store, model)
-                    if replay and replay.status == "running":
-                        progress = await replay_progress(settings, store, model, reader)
-                        await finish_replay(store, progress)
-                except Exception:  # a watcher must outlive a busy Milvus or broker
-                    log.exception("checking the replay of %s failed", model)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.ops.replay_check_s)
+    """Finish caught-up replays of `models` until `stop` (run by `sonicbus serve` and beside
+    every embedder, `pipeline.mainjob.embedder_component`)."""
+    while not stop.is_set():
+        try:
+            async with lag_reader(settings) as reader:
+                while not stop.is_set():
+                    for model in models:
+                        await _check(settings, store, model, reader)
+                    await _pause(stop, settings.ops.replay_check_s)
+        except Exception:  # a watcher must outlive a broker that was not up yet
+            log.exception("the replay watcher cannot reach Kafka; trying again")
+            await _pause(stop, settings.ops.replay_check_s)
+
+
+async def _check(settings: Settings, store: VectorStore, model: str, reader: LagReader) -> None:
+    try:
+        _, replay = await current(store, model)
+        if replay and replay.status == "running":
+            progress = await replay_progress(settings, store, model, reader)
+            await finish_replay(store, progress)
+    except Exception:  # a watcher must outlive a busy Milvus or broker
+        log.exception("checking the replay of %s failed", model)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

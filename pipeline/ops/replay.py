@@ -28,6 +28,10 @@ writes go back to the active collection and a fresh one is dropped.
 `force`: while the replay runs, embedders skip their "unchanged track" check
 (the replay's `force` in the state row), so every track is embedded again.
 
+Upgrades: an embedder whose model writes other vectors than the active
+collection holds starts a fresh replay itself (`pipeline.ops.upgrade`, with a
+`reason`); `supersede_replay` ends a replay such an upgrade replaces.
+
 The `Replay` record itself lives in `pipeline.store.state`, beside the state
 row that holds it, because the embedders read it too; what a replay does is here.
 """
@@ -78,6 +82,10 @@ class ReplayConflict(Conflict, ReplayError):
 
 class ReplayUnavailable(Unavailable, ReplayError):
     """Kafka or Milvus did not answer."""
+
+
+class NothingToReplay(ReplayError):
+    """The replay range holds no record (an empty library, or nothing since `since`)."""
 
 
 def check_model(model: str) -> None:
@@ -134,8 +142,11 @@ async def start_replay(
     since: datetime | None = None,
     drop_old: bool = False,
     wait_s: float | None = None,
+    reason: str = "",
 ) -> Replay:
-    """Reset `embed-<model>` to replay `tracks` (see the module docstring for the checks)."""
+    """Reset `embed-<model>` to replay `tracks` (see the module docstring for the checks).
+
+    `reason`: why, kept in the replay (an upgrade's, `pipeline.ops.upgrade`)."""
     check_model(model)
     if fresh and since is not None:
         raise ReplayError(
@@ -156,6 +167,7 @@ async def start_replay(
         left = max(0.0, deadline - time.monotonic()) if wait_s is not None else None
         replay, offsets = await _plan(settings, store, state, model, fresh, force, since,
                                       drop_old, left)  # fmt: skip
+        replay.reason = reason
         await save_state(store, state, replay, target=replay.collection)
         try:
             await commit_offsets(settings.kafka, replay.group, offsets)
@@ -211,7 +223,7 @@ async def _plan(settings: Settings, store: VectorStore, state: ModelState, model
     )
     if replay.total == 0:
         after = f" after {since:%Y-%m-%d %H:%M:%S}" if since else ""
-        raise ReplayError(f"nothing to replay: {topic} holds no records{after}")
+        raise NothingToReplay(f"nothing to replay: {topic} holds no records{after}")
     return replay, {tp: start[tp] for tp in partitions}
 
 
@@ -264,6 +276,25 @@ async def discard_replay(
     await save_state(store, state, replay, target=state.active)
     if replay.fresh and replay.collection != state.active:
         await store_call(store.drop_collection, replay.collection)
+    return replay
+
+
+async def supersede_replay(store: VectorStore, model: str, why: str) -> Replay | None:
+    """End the model's running or cancelled replay for good because a new one replaces it.
+
+    For an upgrade (`pipeline.ops.upgrade`) that needs a replay this one cannot
+    be (it writes what the new version cannot read). Unlike `discard_replay` the
+    offsets stay: the caller resets them next, with the group idle. Writes go back
+    to the active collection and a fresh one is dropped. None when there was none.
+    """
+    state, replay = await current(store, model)
+    if replay is None or replay.status not in ("running", "cancelled"):
+        return None
+    replay.status, replay.finished_at, replay.note = "discarded", now_utc(), why
+    await save_state(store, state, replay, target=state.active)
+    if replay.fresh and replay.collection != state.active:
+        await store_call(store.drop_collection, replay.collection)
+    log.warning("replay %s of %s discarded: %s", replay.id, model, why)
     return replay
 
 

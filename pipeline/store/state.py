@@ -10,7 +10,8 @@ The replay is typed here (`Replay`), not in `pipeline.ops.replay`, because both
 sides read it: the embedders ask `write_target` before every batch (hold while
 cancelled, re-embed unchanged tracks while forced) and the ops commands start,
 cancel, resume and finish it. The row stores `Replay.model_dump(mode="json")`
-(`{}` when there never was one), the format rows of existing installs hold.
+(`{}` when there never was one), the format rows of existing installs hold; `reason`
+(set by upgrades, `pipeline.ops.upgrade`) only when it is set.
 
 Reads are cached `ttl_s` (embedders ask before every batch); on a server they
 use Strong consistency so another process's switch is seen at once.
@@ -56,6 +57,11 @@ class Replay(BaseModel):
     cancelled_at: datetime | None = None
     finished_at: datetime | None = None
     note: str = ""
+    reason: str = Field(
+        "",
+        description="Why it started: empty for an operator's command; an upgrade "
+        "(`pipeline.ops.upgrade`) says what the stored vectors were and what this version writes.",
+    )
 
     @property
     def total(self) -> int:
@@ -144,7 +150,7 @@ class ModelStates:
             "model": state.model,
             "active": state.active,
             "target": state.target,
-            "replay": state.replay.model_dump(mode="json") if state.replay else {},
+            "replay": _replay_row(state.replay),
             "vector": [0.0, 0.0],
         }
         self.conn.call(self.conn.client.upsert, name, [row])
@@ -172,6 +178,14 @@ class ModelStates:
             index_params=index,
             consistency_level="Strong",
         )
+
+
+def _replay_row(replay: Replay | None) -> dict[str, Any]:
+    """The row's JSON: `reason` only when set, so a replay that has none is written in the
+    format rows held before the field existed (and that older versions read back)."""
+    if replay is None:
+        return {}
+    return replay.model_dump(mode="json", exclude=None if replay.reason else {"reason"})
 
 
 def _state_of(model: str, row: dict[str, Any]) -> ModelState:

@@ -32,7 +32,7 @@ import numpy as np
 from pymilvus import DataType
 
 from pipeline.config import MilvusSettings
-from pipeline.store.connection import CONSISTENCY, MilvusConnection
+from pipeline.store.connection import CONSISTENCY, MilvusConnection, quote
 from pipeline.store.state import ModelState, ModelStates, WriteTarget
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ SCALAR_FIELDS = (
     "model_version",
     "embedded_at",
 )
+# Every field `ensure_collection` creates. A collection without one of them was made by an
+# older version: `pipeline.ops.upgrade` re-embeds it into a fresh collection, so a field
+# added here reaches existing installs with no manual step.
+COLLECTION_FIELDS = frozenset(("track_id", "embedding", *SCALAR_FIELDS, "extra"))
 
 
 @dataclass(kw_only=True)
@@ -217,6 +221,27 @@ class VectorStore(MilvusConnection):
             if spec["name"] == "embedding":
                 return int(spec["params"]["dim"])
         raise ValueError(f"collection {collection} has no embedding field")
+
+    def field_names(self, collection: str) -> set[str]:
+        """The fields an existing collection has (compared with `COLLECTION_FIELDS`)."""
+        info = self.call(self.client.describe_collection, collection)
+        return {str(spec["name"]) for spec in info["fields"]}
+
+    def versions_other_than(
+        self, collection: str, model_version: str, limit: int = 100
+    ) -> set[str]:
+        """The model_versions of stored rows that `model_version` did not write (from up to
+        `limit` such rows; rows without a version are left out). Empty: all are current."""
+        self.ensure_loaded(collection)
+        rows = self.call(
+            self.client.query,
+            collection,
+            filter=f'model_version != {quote(model_version)} and model_version != ""',
+            output_fields=["model_version"],
+            limit=limit,
+            consistency_level=CONSISTENCY,
+        )
+        return {str(row["model_version"]) for row in rows}
 
     def drop_collection(self, collection: str) -> None:
         self._loaded.discard(collection)
