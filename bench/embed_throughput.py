@@ -209,13 +209,18 @@ def model_only(files: list[Path], args: argparse.Namespace) -> dict:
     stacked = np.concatenate(patches)[: 40 if args.smoke else MODEL_ONLY_PATCHES]
     threads = args.threads or os.cpu_count() or 1
     peak = sgemm_peak(threads, size=512 if args.smoke else 2048)
-    seconds, flops = 0.0, 0.0
+    seconds, flops, by_batch = 0.0, 0.0, {}
     for head in args.heads.split("+"):
         port = MusiCNN()
         load_musicnn_weights(port, load_musicnn_tensors(None, f"{head.upper()}_musicnn"))
-        timing = time_model_only(FastMusiCNN(port.eval()), stacked, repeats=1 if args.smoke else 2)
+        fast = FastMusiCNN(port.eval())
+        timing = time_model_only(fast, stacked, repeats=1 if args.smoke else 2)
         seconds += timing.seconds
         flops += flops_per_patch(port) * len(stacked)
+        if head == "msd":  # the forward batch (ModelOptions.batch_size, 16) against others
+            for batch in (4, 8, 16, 32, 64):
+                ms = time_model_only(fast, stacked, batch=batch, repeats=1).ms_per_patch
+                by_batch[str(batch)] = round(ms, 2)
     gflops = flops / seconds / 1e9
     return {
         "model_only": {
@@ -226,6 +231,7 @@ def model_only(files: list[Path], args: argparse.Namespace) -> dict:
             "sgemm_peak_gflops": round(peak, 1),
             "share_of_sgemm_peak": round(gflops / peak, 3),
             "threads": threads,
+            "msd_ms_per_patch_by_forward_batch": by_batch,
         }
     }
 

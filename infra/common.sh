@@ -17,8 +17,15 @@ log() { printf '[infra] %s\n' "$*" >&2; }
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# proc_alive PID: true when PID runs. A killed process that its parent has not reaped yet (a
+# zombie: `kill -0` still finds it) is not running; its ports and files are free again.
+proc_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
+}
+
 # pid_alive FILE: true when FILE holds the pid of a running process.
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [ -f "$1" ] && proc_alive "$(cat "$1")"; }
 
 # stop_pidfile FILE NAME: TERM the process group, wait, then KILL what is left.
 stop_pidfile() {
@@ -31,10 +38,10 @@ stop_pidfile() {
   pid="$(cat "$file")"
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
   for i in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
+    proc_alive "$pid" || break
     sleep 0.5
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if proc_alive "$pid"; then
     log "$name did not stop in 30 s; killing it"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
   fi

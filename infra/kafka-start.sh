@@ -2,7 +2,13 @@
 # Start a single-node KRaft Kafka broker on loopback, or reuse the one running.
 # Formats storage on first use. Waits until the broker answers.
 # Env: SONICBUS_KAFKA__LOCAL_PORT (9092), SONICBUS_KAFKA__LOCAL_HEAP (512m),
-#      SONICBUS_KAFKA_DATA (data dir), SONICBUS_CACHE_DIR, SONICBUS_HOME.
+#      SONICBUS_KAFKA_DATA (data dir), SONICBUS_CACHE_DIR, SONICBUS_HOME,
+#      SONICBUS_KAFKA_LISTEN_HOST (127.0.0.1; 0.0.0.0 for other network namespaces/hosts)
+#      and SONICBUS_KAFKA_ADVERTISED_HOST (127.0.0.1): the address clients are told to use;
+#      SONICBUS_KAFKA_EXTRA_CONFIG (a properties file appended to server.properties: its values
+#      win, e.g. a SASL_SSL listener in place of PLAINTEXT; tests/fixtures/secure_kafka.py),
+#      SONICBUS_KAFKA_FORMAT_ARGS (more arguments of the first storage format, split on spaces:
+#      KRaft SCRAM users, --add-scram SCRAM-SHA-512=[name=NAME,password=SECRET]).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -30,8 +36,8 @@ cat > "$config" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://${SONICBUS_KAFKA_LISTEN_HOST:-127.0.0.1}:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://${SONICBUS_KAFKA_ADVERTISED_HOST:-127.0.0.1}:$KAFKA_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -48,6 +54,9 @@ group.initial.rebalance.delay.ms=0
 log.cleaner.backoff.ms=1000
 message.max.bytes=10485760
 PROPS
+if [ -n "${SONICBUS_KAFKA_EXTRA_CONFIG:-}" ]; then
+  cat "$SONICBUS_KAFKA_EXTRA_CONFIG" >> "$config"
+fi
 cat > "$KAFKA_DATA/log4j2.properties" <<PROPS
 status = warn
 appender.file.type = File
@@ -67,7 +76,9 @@ java_cmd=(java "-Xms$KAFKA_HEAP" "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headl
 if [ ! -f "$KAFKA_DATA/log/meta.properties" ]; then
   cluster_id="$("${java_cmd[@]}" kafka.tools.StorageTool random-uuid)"
   log "formatting KRaft storage in $KAFKA_DATA/log (cluster $cluster_id)"
-  "${java_cmd[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$config" >/dev/null
+  read -ra format_args <<< "${SONICBUS_KAFKA_FORMAT_ARGS:-}"
+  "${java_cmd[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$config" \
+    ${format_args[@]+"${format_args[@]}"} >/dev/null
 fi
 : > "$KAFKA_DATA/server.log"
 log "starting Kafka on 127.0.0.1:$KAFKA_PORT (heap $KAFKA_HEAP, data $KAFKA_DATA)"

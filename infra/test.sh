@@ -2,7 +2,10 @@
 # Set up, start a fresh Kafka broker and Milvus server on test ports, run ruff, every
 # bench at tiny sizes (--smoke) and the whole test suite, stop the services.
 # Exit status: non-zero on any failure.
-# Extra arguments go to pytest (e.g. infra/test.sh -k store).
+# Extra arguments go to pytest (e.g. infra/test.sh -k store). `infra/test.sh --faults` also
+# runs the long fault-injection tests (pytest marker `faults`, option defined in
+# tests/conftest.py): a three-broker cluster (infra/kafka-cluster-start.sh, ports 39192-39197,
+# started and stopped by tests/fixtures/cluster.py) with brokers and processes killed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_DIR"

@@ -13,9 +13,102 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+)
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.config import KafkaSettings
+
+
+class KafkaRefused(KafkaConnectionError):
+    """The brokers answer but refuse sonicbus (a wrong password, a certificate not trusted):
+    the message says which, and which setting to check. A KafkaConnectionError, so every
+    handler of an unreachable broker handles it too."""
+
+
+async def explain_refusal(kafka: KafkaSettings) -> KafkaRefused | None:
+    """Why a client could not bootstrap, when the brokers refused it rather than being away.
+
+    aiokafka says only "Unable to bootstrap from [...]" (the cause goes to its log): one more
+    connection to each bootstrap server, with the same options, finds out. None when no
+    server refused (they are down, or unreachable)."""
+    options = client_options(kafka, "check")
+    for address in kafka.bootstrap_servers.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            conn = await create_conn(
+                host.strip("[]"), int(port), client_id=options["client_id"],
+                request_timeout_ms=kafka.request_timeout_ms,
+                ssl_context=options.get("ssl_context"),
+                security_protocol=kafka.security_protocol,
+                sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+            )  # fmt: skip
+        except (SaslAuthenticationFailed, AuthenticationFailedError):
+            return KafkaRefused(
+                f"Kafka at {address.strip()} refused user {kafka.sasl_username!r}: "
+                f"{kafka.sasl_mechanism} authentication failed; check kafka.sasl_username and "
+                "kafka.sasl_password (SONICBUS_KAFKA__SASL_PASSWORD)"
+            )
+        except Exception as exc:
+            tls = next((e for e in _causes(exc) if isinstance(e, ssl.SSLError)), None)
+            if tls is None:
+                continue
+            return KafkaRefused(
+                f"TLS with Kafka at {address.strip()} failed ({tls.reason or tls}); check "
+                "kafka.ssl_cafile (the CA that signed the brokers' certificates) and "
+                "kafka.security_protocol"
+            )
+        else:
+            conn.close()
+    return None
+
+
+def _causes(error: BaseException | None) -> list[BaseException]:
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+class _NamesRefusals:
+    """start() raises a KafkaRefused that names the cause, in place of "Unable to bootstrap"
+    when the brokers refused the client."""
+
+    _sonicbus_kafka: KafkaSettings
+
+    async def start(self) -> None:
+        try:
+            await super().start()  # type: ignore[misc]
+        except KafkaConnectionError as exc:
+            refusal = await explain_refusal(self._sonicbus_kafka)
+            if refusal is None:
+                raise
+            raise refusal from exc
+
+
+class SonicbusProducer(_NamesRefusals, AIOKafkaProducer):
+    def __init__(self, kafka: KafkaSettings, **options: Any) -> None:
+        super().__init__(**options)
+        self._sonicbus_kafka = kafka
+
+
+class SonicbusConsumer(_NamesRefusals, AIOKafkaConsumer):
+    def __init__(self, kafka: KafkaSettings, *topics: str, **options: Any) -> None:
+        super().__init__(*topics, **options)
+        self._sonicbus_kafka = kafka
+
+
+class SonicbusAdmin(_NamesRefusals, AIOKafkaAdminClient):
+    def __init__(self, kafka: KafkaSettings, **options: Any) -> None:
+        super().__init__(**options)
+        self._sonicbus_kafka = kafka
 
 
 def client_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
@@ -46,7 +139,8 @@ def client_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
 
 def make_producer(kafka: KafkaSettings, role: str = "producer") -> AIOKafkaProducer:
     """An idempotent producer that waits for all in-sync replicas: nothing lost on retry."""
-    return AIOKafkaProducer(
+    return SonicbusProducer(
+        kafka,
         **client_options(kafka, role),
         acks="all",
         enable_idempotence=True,
@@ -72,7 +166,7 @@ def make_consumer(
         "isolation_level": "read_committed",
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    return SonicbusConsumer(kafka, *topics, **options)
 
 
 async def read_to_end(
@@ -99,7 +193,7 @@ async def read_to_end(
 
 
 def make_admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(**client_options(kafka, "admin"))
+    return SonicbusAdmin(kafka, **client_options(kafka, "admin"))
 
 
 def make_broker(kafka: KafkaSettings, **overrides: Any) -> Any:
@@ -121,9 +215,15 @@ def make_broker(kafka: KafkaSettings, **overrides: Any) -> Any:
 
         security = BaseSecurity(ssl_context=options["ssl_context"])
     return KafkaBroker(
-        kafka.bootstrap_servers,
+        # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092"
+        # (any cluster of more than one broker) could not be reached at all.
+        [server.strip() for server in kafka.bootstrap_servers.split(",") if server.strip()],
         client_id=options["client_id"],
         request_timeout_ms=kafka.request_timeout_ms,
         security=security,
+        # As make_producer: FastStream's default (acks=1) loses a reply or a request
+        # acknowledged by a leader that dies before a follower copied it.
+        acks="all",
+        enable_idempotence=True,
         **overrides,
     )

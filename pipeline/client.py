@@ -9,15 +9,24 @@ client sees every reply on it and keeps only its own, matched by the
 so no reply can slip past. Several clients may share the default `replies`
 topic; a busy one is better off with its own (`reply_topic=` a topic under
 the replies topic, created beforehand).
+
+A request may be answered twice (a query replica died after replying and
+before committing; its successor answers again): the first reply settles the
+request, a later one with the same `correlation_id` is dropped and counted in
+`duplicate_replies`. The reader outlives broker errors (a broker restarting,
+a leader moving): it logs once and goes on reading.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from pipeline.bus import make_broker, make_consumer
 from pipeline.config import Settings
@@ -25,6 +34,11 @@ from pipeline.errors import Timeout
 from pipeline.schemas import SchemaError
 from pipeline.schemas.queries import QueryReply, query_request_adapter
 from pipeline.topics import read_from_end
+
+log = logging.getLogger(__name__)
+
+# Correlation ids answered recently, to tell a duplicate reply from a stranger's reply.
+ANSWERED_MEMORY = 10_000
 
 
 class QueryTimeout(Timeout):
@@ -41,6 +55,8 @@ class QueryClient:
         self._consumer: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, asyncio.Future[QueryReply]] = {}
+        self._answered: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self.duplicate_replies = 0
 
     async def __aenter__(self) -> QueryClient:
         await self.start()
@@ -124,15 +140,33 @@ class QueryClient:
             self._waiting.pop(correlation_id, None)
 
     async def _read_replies(self) -> None:
+        failing = False
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:
+                if not failing:
+                    log.warning("reading replies failed (%s); retrying", exc)
+                failing = True
+                await asyncio.sleep(0.5)
+                continue
+            failing = False
             for record in (r for rs in batches.values() for r in rs):
                 headers = dict(record.headers or [])
                 correlation_id = (headers.get("correlation_id") or b"").decode(errors="replace")
-                future = self._waiting.get(correlation_id)
-                if future is None or future.done():
-                    continue
-                try:
-                    future.set_result(QueryReply.from_bytes(record.value))
-                except SchemaError as exc:
-                    future.set_exception(exc)
+                self._settle(correlation_id, record.value)
+
+    def _settle(self, correlation_id: str, value: bytes | None) -> None:
+        """The first reply to a request settles it; a later one is a duplicate, dropped."""
+        future = self._waiting.get(correlation_id)
+        if future is None or future.done():
+            if correlation_id in self._answered:
+                self.duplicate_replies += 1
+            return  # a duplicate, or another client's reply on a shared topic
+        self._answered[correlation_id] = None
+        if len(self._answered) > ANSWERED_MEMORY:
+            del self._answered[next(iter(self._answered))]
+        try:
+            future.set_result(QueryReply.from_bytes(value or b""))
+        except SchemaError as exc:
+            future.set_exception(exc)

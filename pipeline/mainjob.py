@@ -11,7 +11,9 @@ The terminal shows the status line ("musicnn: 136/375 embedded") and under it a
 progress bar per model for the backlog (done / total, rate, ETA; `BacklogView`).
 Ctrl+C finishes the batches in hand, then stops what `up` started, the local
 Kafka broker included; a broker that was running before is left running, and
-`release_services` says so and how to stop it.
+`release_services` says so and how to stop it. A `BrokerWatchdog` follows the broker
+meanwhile: one that `up` started and that dies is started again; one it did not start is
+waited for; either way the log says once that it is unreachable and once that it is back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
+from models.base import EmbeddingModel, ManagedModel
 from pipeline import infra
 from pipeline.bus import make_producer
 from pipeline.config import Settings
@@ -37,9 +40,11 @@ from pipeline.consumers.embedder import run_embedder
 from pipeline.consumers.query import run_query_service
 from pipeline.control import PauseFollower
 from pipeline.jobs import jobs_worker_component, scheduler_component
+from pipeline.ops.progress import watch_replays
+from pipeline.ops.upgrade import bring_up_to_date
 from pipeline.producers.filesystem import FilesystemWatcher
 from pipeline.store import VectorStore
-from pipeline.supervisor import Supervisor
+from pipeline.supervisor import BrokerWatchdog, Supervisor
 from pipeline.topics import ensure_topics
 from pipeline.wiring import vector_store
 
@@ -81,8 +86,9 @@ def status_line(
     watcher: FilesystemWatcher,
     counts: dict[str, int],
     paused: frozenset[str] = frozenset(),
+    broker: str = "",
 ) -> Text:
-    parts = []
+    parts = [f"[red]{broker}[/red]"] if broker else []
     for name, state in supervisor.states.items():
         colour = {"running": "green", "restarting": "yellow"}.get(state.state, "red")
         restarts = f" ({state.restarts} restarts)" if state.restarts else ""
@@ -160,7 +166,10 @@ async def run_main_job(
     console: Console,
     http: bool = True,
     web: bool = True,
+    restart_broker: bool = False,
 ) -> None:
+    """`restart_broker`: `prepare_services` started the local broker, so `up` starts it again
+    should it die."""
     # The folders up watches are the music roots its HTTP service streams audio from.
     watcher_settings = settings.watcher.model_copy(update={"roots": list(roots)})
     settings = settings.model_copy(update={"watcher": watcher_settings})
@@ -170,7 +179,7 @@ async def run_main_job(
     watcher = FilesystemWatcher(settings, roots, producer, progress=False)
     components = {"watcher": watcher.run}
     for model in models:
-        components[f"embed-{model}"] = _embedder(settings, model, store)
+        components[f"embed-{model}"] = embedder_component(settings, model, store)
     components["query"] = _query_service(settings, store)
     # Long jobs and their schedules need the store too (Milvus Lite: one process).
     components["jobs"] = jobs_worker_component(settings, store)
@@ -183,6 +192,8 @@ async def run_main_job(
     counts: dict[str, int] = dict.fromkeys(models, 0)
     view = BacklogView(models)
     pauses = await _follow_pauses(settings, models)
+    watchdog = BrokerWatchdog(settings, restart=restart_broker, supervisor=supervisor)
+    watching = asyncio.create_task(watchdog.run(supervisor.stop))
     runner = asyncio.create_task(supervisor.run())
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -193,7 +204,8 @@ async def run_main_job(
                     m for m in models if pauses is not None and pauses.board.is_paused(m)
                 )
                 view.update(counts, total, paused, time.monotonic())
-                live.update(Group(status_line(supervisor, watcher, counts, paused), view.progress))
+                line = status_line(supervisor, watcher, counts, paused, watchdog.describe())
+                live.update(Group(line, view.progress))
                 if runner.done():
                     break
                 await asyncio.wait({runner}, timeout=1.0)
@@ -201,6 +213,8 @@ async def run_main_job(
             console.line()
         await runner
     finally:
+        supervisor.request_stop()  # the watchdog too, should the live view have failed
+        await watching
         if pauses is not None:
             await pauses.stop()
         await producer.stop()
@@ -222,9 +236,37 @@ async def _follow_pauses(settings: Settings, models: Sequence[str]) -> PauseFoll
     return follower
 
 
-def _embedder(settings: Settings, model: str, store: VectorStore):  # type: ignore[no-untyped-def]
+def embedder_component(  # type: ignore[no-untyped-def]
+    settings: Settings,
+    model: str,
+    store: VectorStore | None = None,
+    embedding: ManagedModel | None = None,
+):
+    """One model's embedder as `up` and `sonicbus embed` run it (store: None opens its own;
+    embedding: None builds the model from the settings).
+
+    Before it joins its group, `bring_up_to_date` starts the re-embed a changed model
+    needs (an upgrade: pipeline.ops.upgrade); beside it a watcher makes a caught-up
+    replay's fresh collection the active one, so the switch needs no `sonicbus serve`
+    (which watches too; finishing twice is harmless).
+    """
+
+    async def upgrade(s: VectorStore, loaded: EmbeddingModel, stop: asyncio.Event) -> None:
+        await bring_up_to_date(settings, s, loaded, stop)
+
     async def component(stop: asyncio.Event) -> None:
-        await run_embedder(settings, model, stop, store=store)
+        own = store if store is not None else vector_store(settings)
+        done = asyncio.Event()  # the watcher ends with the embedder, even when it crashes
+        watcher = asyncio.create_task(watch_replays(settings, own, [model], done))
+        try:
+            await run_embedder(
+                settings, model, stop, store=own, model=embedding, before_join=upgrade
+            )
+        finally:
+            done.set()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if store is None:
+                own.close()
 
     return component
 

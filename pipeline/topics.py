@@ -30,8 +30,12 @@ class TopicSpec:
 
 def topic_specs(topics: TopicSettings, max_message_bytes: int) -> list[TopicSpec]:
     """Every topic sonicbus needs, with its configuration."""
-    common = {"max.message.bytes": str(max_message_bytes)}
     rf = topics.replication_factor
+    common = {"max.message.bytes": str(max_message_bytes)}
+    if rf >= 3:
+        # With acks=all, a write then needs two copies: one broker may die without a loss
+        # or a stall, whatever the cluster's own default (Kafka's is 1).
+        common["min.insync.replicas"] = "2"
     return [
         TopicSpec(
             topics.tracks,

@@ -9,7 +9,6 @@ import typer
 
 from models.registry import available_models
 from pipeline.config import Settings
-from pipeline.consumers.embedder import run_embedder
 from pipeline.supervisor import Supervisor
 
 
@@ -27,9 +26,10 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"unknown model {model!r}", param_hint="--model")
 
         async def main() -> None:
-            supervisor = Supervisor(
-                {f"embed-{model}": lambda stop: run_embedder(settings, model, stop)}
-            )
+            # The embedder with its upgrade check and replay watcher (pipeline.mainjob).
+            from pipeline.mainjob import embedder_component
+
+            supervisor = Supervisor({f"embed-{model}": embedder_component(settings, model)})
             supervisor.install_signal_handlers()
             await supervisor.run()
 

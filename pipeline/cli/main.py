@@ -233,7 +233,7 @@ def up_command(
     )
     try:
         asyncio.run(run_main_job(settings, music_dirs, models, console, http=not no_http,
-                                 web=not no_web))  # fmt: skip
+                                 web=not no_web, restart_broker=kafka_started))  # fmt: skip
     finally:  # Ctrl+C: what up started stops with it (the broker too, if it was ours)
         release_services(settings, kafka_started, console)
 

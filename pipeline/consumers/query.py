@@ -15,9 +15,14 @@ Guarantees:
 - the deadline (`deadline_ms`, else the default timeout) is honoured: a late
   request is answered with a `timeout` error instead of being worked on;
 - the consumer never dies of a request: errors become replies.
-Requests are committed when read (at-most-once): a request is only worth
-answering while its client waits, so replaying old ones after a crash helps
-nobody. The service also follows `embeddings` (no group: every replica sees
+Requests are committed after they are answered: after the broker acknowledged
+the reply (or the dead letter), never when read, so a replica that is killed
+loses nothing: its partitions go to another replica, which answers again what
+the dead one held (pipeline.consumers.answered_offsets). A client may then see
+a second reply to one request; it keeps the first and drops the other by its
+`correlation_id`. The deadline still applies: a request replayed after its
+client gave up is answered with a `timeout` error, not worked on. The service
+also follows `embeddings` (no group: every replica sees
 every event) to keep its in-memory indexes current.
 """
 
@@ -40,6 +45,7 @@ from threadpoolctl import threadpool_limits
 from models.registry import available_models
 from pipeline.bus import make_admin, make_broker, make_consumer, make_producer
 from pipeline.config import Settings
+from pipeline.consumers.answered_offsets import AnswerCommits
 from pipeline.deadletters import DeadLetterSink, dead_letter_for_record
 from pipeline.errors import InvalidInput
 from pipeline.recommender.engine import QueryEngine, invalid_request_reply
@@ -60,6 +66,10 @@ JSON = "application/json"
 # were still being handled is not fetched again: a new request there waits for that fetch
 # (aiokafka's default 500 ms was the p99 of every bench run). 25 ms keeps idle polling cheap.
 FETCH_MAX_WAIT_MS = 25
+# FastStream's concurrent subscriber (the one that answers requests in parallel on one
+# consumer) auto-commits what it has read; set so far apart it never does on a timer:
+# the service commits what it answered itself (answered_offsets).
+NO_TIMED_AUTO_COMMIT_MS = 24 * 3600 * 1000
 
 
 class ReplyTopicError(InvalidInput):
@@ -133,6 +143,8 @@ class QueryService:
         self.stats = ServiceStats()
         # Requests handed to our middleware and not yet replied to (see request_guard).
         self.in_hand = 0
+        # Answered requests are committed together every 100 ms, not one commit per reply.
+        self.commits = AnswerCommits(lambda: self.broker.subscribers[0].consumer, 0.1)
         self.ready = asyncio.Event()  # indexes and text encoder warmed up
         self.following = asyncio.Event()  # positioned on `embeddings`
         self._stopping = asyncio.Event()
@@ -149,6 +161,7 @@ class QueryService:
             asyncio.create_task(self._follow_embeddings(), name="query-embeddings"),
         ]
         await self.broker.start()
+        self._tasks.append(asyncio.create_task(self.commits.run(), name="query-commits"))
         log.info(
             "query service answering on %s (group %s)",
             self.settings.topics.requests,
@@ -158,6 +171,7 @@ class QueryService:
     async def stop(self) -> None:
         self._stopping.set()
         await self._drain()
+        await self.commits.commit()
         await self.broker.stop()
         for model, index in self.library.loaded().items():
             batcher = index.batcher
@@ -244,12 +258,13 @@ class QueryService:
     async def _drain(self) -> None:
         """Stop taking requests and answer those already taken, before leaving the group.
 
-        Requests are committed when read, so a replica that left with requests
-        in hand (fetched, queued for a worker, being answered) would lose them:
-        their clients would wait out their timeout (a rolling restart or a
-        scale-down did exactly that). Paused partitions are not read any more;
-        once nothing is in hand, the offsets committed on leaving are past
-        answered requests only, and the replicas that stay go on from there.
+        A replica that left with requests in hand (fetched, queued for a worker,
+        being answered) would leave them to the replica taking its partitions,
+        which answers them again from the last commit: their clients would wait
+        for that (and an auto-commit on leaving would skip them). Paused
+        partitions are not read any more; once nothing is in hand, the offsets
+        committed on leaving are past answered requests only, and the replicas
+        that stay go on from there.
 
         FastStream's public API only: its `graceful_timeout` waits for handlers
         already running, but a record it has read and not yet handed to a worker
@@ -347,13 +362,21 @@ def request_guard(service: QueryService | None) -> type[BaseMiddleware]:
         async def on_receive(self) -> None:
             assert service is not None
             service.in_hand += 1
+            service.commits.taken(self.msg)
 
         async def after_processed(
             self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None
         ) -> bool | None:
-            """After the reply (or the dead letter) is published, or the handling failed."""
+            """After the reply (or the dead letter) is published, or the handling failed.
+
+            Either way the request may be committed: a failure here was logged (and
+            a request that makes its handler fail would fail again on a replay).
+            """
             assert service is not None
+            if exc_type is not None:
+                log.error("a request was neither answered nor dead-lettered", exc_info=exc_val)
             service.in_hand -= 1
+            service.commits.answered(self.msg)
             return False
 
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
@@ -418,6 +441,7 @@ def build_broker(settings: Settings, service: QueryService | None) -> KafkaBroke
         decoder=decode_request,
         group_id=query_group(settings),
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        auto_commit_interval_ms=NO_TIMED_AUTO_COMMIT_MS,
         auto_offset_reset="earliest",
         max_workers=settings.query.workers,
         title="requests",

@@ -86,9 +86,7 @@ def playlist_name(tokens: list[str], limit: int, taken: set[str]) -> str:
     return name
 
 
-def _clean_members(
-    members: np.ndarray, data: LibraryData, options: PlaylistOptions
-) -> list[int]:
+def _clean_members(members: np.ndarray, data: LibraryData, options: PlaylistOptions) -> list[int]:
     vectors = data.vectors[members]
     centre = vectors.mean(axis=0)
     ordered = members[np.argsort(-(vectors @ centre))]
