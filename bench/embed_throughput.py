@@ -36,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import smoke
+import torch
 from corpus import events_for_files, publish, write_tracks
 from machine import machine_info
 from model_speed import flops_per_patch, sgemm_peak, time_model_only
 
-from models.musicnn import spread_patches
-from models.musicnn_fast import FastMusiCNN
-from models.musicnn_net import MusiCNN, load_musicnn_weights, musicnn_patches
+from models.base import ModelOptions
+from models.musicnn import MusicnnModel, spread_patches
+from models.musicnn_net import MusiCNN, musicnn_patches
 from pipeline import infra
 from pipeline.audio import decode_audio
 from pipeline.bus import make_consumer
@@ -82,6 +83,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heads", choices=["msd", "msd+mtt"], default="msd")
     parser.add_argument("--max-patches", type=int, help="patch budget per track (default: all)")
     parser.add_argument("--threads", type=int, help="embed.threads (default: all cores)")
+    parser.add_argument("--backend", choices=["auto", "onnxruntime", "torch"])
     parser.add_argument("--no-peer", action="store_true", help="skip the TensorFlow original")
     parser.add_argument("--tf-python", type=Path, help="python of an existing TF virtualenv")
     smoke.add_flag(parser)
@@ -99,7 +101,6 @@ async def main() -> None:
     args = parse_args()
     home, port = (smoke.HOME, smoke.KAFKA_PORT) if args.smoke else (BENCH_HOME, KAFKA_PORT)
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    params = {"heads": args.heads, "max_patches": args.max_patches}
     settings = Settings(
         home=home,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", local_port=port),
@@ -109,7 +110,7 @@ async def main() -> None:
             idle_unload_s=0,
             device="cpu",
             threads=args.threads,
-            params={"musicnn": {k: v for k, v in params.items() if v is not None}},
+            params={"musicnn": model_params(args)},
         ),
     )
     infra.start_kafka(settings)
@@ -160,6 +161,11 @@ async def main() -> None:
         raise SystemExit(f"{stored} rows stored for {len(events)} tracks")
 
 
+def model_params(args: argparse.Namespace) -> dict[str, object]:
+    params = {"heads": args.heads, "max_patches": args.max_patches, "backend": args.backend}
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def list_audio(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix.lower() in {".ogg", ".mp3", ".flac", ".wav"}]
 
@@ -202,25 +208,27 @@ def end_to_end(embedded: list[tuple[float, StageTimings]], elapsed: float) -> di
 
 def model_only(files: list[Path], args: argparse.Namespace) -> dict:
     """The network alone (no decoding beside it) on the first patches of a few files."""
-    from models.musicnn_checkpoint import load_musicnn_tensors
-
     patches = [spread_patches(musicnn_patches(decode_audio(str(f), 16000)), args.max_patches)
                for f in files]  # fmt: skip
     stacked = np.concatenate(patches)[: 40 if args.smoke else MODEL_ONLY_PATCHES]
     threads = args.threads or os.cpu_count() or 1
     peak = sgemm_peak(threads, size=512 if args.smoke else 2048)
+    model = MusicnnModel(
+        ModelOptions(device="cpu", threads=args.threads, params=model_params(args))
+    )
+    model.load("cpu")
     seconds, flops, by_batch = 0.0, 0.0, {}
-    for head in args.heads.split("+"):
-        port = MusiCNN()
-        load_musicnn_weights(port, load_musicnn_tensors(None, f"{head.upper()}_musicnn"))
-        fast = FastMusiCNN(port.eval())
-        timing = time_model_only(fast, stacked, repeats=1 if args.smoke else 2)
+    for head, net in model._nets.items():  # the heads as the embedder runs them
+        timing = time_model_only(net.run, stacked, repeats=1 if args.smoke else 2)
         seconds += timing.seconds
-        flops += flops_per_patch(port) * len(stacked)
+        flops += flops_per_patch(MusiCNN()) * len(stacked)
         if head == "msd":  # the forward batch (ModelOptions.batch_size, 16) against others
             for batch in (4, 8, 16, 32, 64):
-                ms = time_model_only(fast, stacked, batch=batch, repeats=1).ms_per_patch
+                ms = time_model_only(net.run, stacked, batch=batch, repeats=1).ms_per_patch
                 by_batch[str(batch)] = round(ms, 2)
+    torch_ms = time_model_only(
+        lambda x: model._nets["msd"].fast(torch.from_numpy(x)), stacked[:64], repeats=1
+    ).ms_per_patch
     gflops = flops / seconds / 1e9
     return {
         "model_only": {
@@ -231,7 +239,9 @@ def model_only(files: list[Path], args: argparse.Namespace) -> dict:
             "sgemm_peak_gflops": round(peak, 1),
             "share_of_sgemm_peak": round(gflops / peak, 3),
             "threads": threads,
+            "backend": model._backend("cpu"),
             "msd_ms_per_patch_by_forward_batch": by_batch,
+            "msd_ms_per_patch_pytorch_fused": round(torch_ms, 2),
         }
     }
 

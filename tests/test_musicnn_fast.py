@@ -49,13 +49,14 @@ def test_fast_path_matches_the_port_on_real_music(real_audio: np.ndarray, checkp
     assert any((s < 0).any() for s in scales)
 
 
-def test_stored_vector_and_tags_equal_the_ports(real_audio: np.ndarray) -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_stored_vector_and_tags_equal_the_ports(real_audio: np.ndarray, backend: str) -> None:
     port = load_pretrained_musicnn()
     with torch.inference_mode():
         tags, embedding = port(torch.from_numpy(musicnn_patches(real_audio)))
     expected = enrich((embedding - dead_unit_values(port)).numpy().T)
 
-    [stored] = model().embed([TrackAudio("intro", real_audio)])
+    [stored] = model(backend=backend).embed([TrackAudio("intro", real_audio)])
     assert stored.vector.shape == (600,)
     assert np.abs(stored.vector - expected).max() < 1e-4
     assert np.abs(np.array(stored.extra["tags"]) - tags.numpy().mean(axis=0)).max() < 1e-4
