@@ -84,6 +84,10 @@ class Embedder:
         self.collection = store.collection_name(model.model.name)
         self.force = False
         self._ready: set[str] = set()
+        # `embedded` events of rows already upserted whose send was not acknowledged, by
+        # (track_id, fingerprint token): the retried batch finds those rows unchanged and
+        # must still announce them as `embedded` (see `_announce_unchanged`).
+        self._unannounced: dict[tuple[str, str], EmbeddingEvent] = {}
         self.limits = DecodeLimits(max_duration_s=settings.embed.max_duration_s)
         # Decoding (and the model's `prepare`) runs in a pool of its own, beside the model:
         # `embed.threads` threads, or by default half the cores, so the next tracks decode
@@ -130,7 +134,7 @@ class Embedder:
 
         todo = [d for d in latest if d.value is not None]
         todo, skipped = await self._split_unchanged(todo)
-        events += [self._event(d.value.track_id, "skipped_unchanged") for d in skipped]  # type: ignore[union-attr]
+        events += [self._announce_unchanged(d.value) for d in skipped]  # type: ignore[arg-type]
 
         decoded, embeddings, embed_ms, decode_failures = await self._embed_as_decoded(todo)
         failures += decode_failures
@@ -150,9 +154,9 @@ class Embedder:
                     upsert_ms=upsert_ms,
                     audio_s=d.audio.samples.size / self.model.model.sample_rate,
                 )
-                events.append(
-                    self._event(e.track_id, "embedded", timings, duplicates.get(e.track_id, []))
-                )
+                event = self._event(e.track_id, "embedded", timings, duplicates.get(e.track_id))
+                self._unannounced[(e.track_id, _token(d.delivery.value))] = event  # type: ignore[arg-type]
+                events.append(event)
         await self._publish(events)
         return failures
 
@@ -169,12 +173,18 @@ class Embedder:
             event = d.value
             assert event is not None
             row = stored.get(event.track_id)
-            token = event.fingerprint.token() if event.fingerprint else None
+            token = _token(event)
             if row and token and row.fingerprint == token and row.model_version == version:
                 skipped.append(d)
             else:
                 todo.append(d)
         return todo, skipped
+
+    def _announce_unchanged(self, event: TrackEvent) -> EmbeddingEvent:
+        """`skipped_unchanged`, unless this embedder stored the row itself and its `embedded`
+        event was never acknowledged (a retried batch): then that event, timings and all."""
+        stored = self._unannounced.get((event.track_id, _token(event)))
+        return stored or self._event(event.track_id, "skipped_unchanged")
 
     async def _embed_as_decoded(
         self, deliveries: list[Delivery[TrackEvent]]
@@ -339,6 +349,20 @@ class Embedder:
             await self.producer.send(topic, e.to_bytes(), key=e.track_id.encode()) for e in events
         ]
         await asyncio.gather(*futures)
+        sent = {id(e) for e in events}
+        for key in [k for k, e in self._unannounced.items() if id(e) in sent]:
+            del self._unannounced[key]
+        # A batch retried elsewhere (its partition moved) never clears its entries here:
+        # keep the newest few thousand.
+        for key in list(self._unannounced)[: max(0, len(self._unannounced) - UNANNOUNCED_KEPT)]:
+            del self._unannounced[key]
+
+
+UNANNOUNCED_KEPT = 10_000
+
+
+def _token(event: TrackEvent) -> str:
+    return event.fingerprint.token() if event.fingerprint else ""
 
 
 def _latest_per_key(batch: list[Delivery[TrackEvent]]) -> list[Delivery[TrackEvent]]:

@@ -23,9 +23,12 @@ from pymilvus import MilvusClient, MilvusException
 
 from pipeline.config import MilvusSettings
 from pipeline.errors import Unavailable
+from pipeline.logs import route_pymilvus_logs, store_noise
 
 CONSISTENCY = "Session"
 INDEX_WAIT_S = 10.0  # how long a reader waits for another process to finish creating a collection
+
+route_pymilvus_logs()  # pymilvus' own stderr handler would bypass ours (pipeline.logs)
 
 
 class StoreUnavailable(Unavailable):
@@ -71,11 +74,13 @@ class MilvusConnection:
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)`, with Milvus' errors raised as StoreUnavailable."""
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except MilvusException as exc:
             # A restarted server may have released collections: load them again next time.
             self._loaded.clear()
             raise StoreUnavailable(f"Milvus at {self.uri}: {exc}") from exc
+        store_noise.reachable(self.uri)  # ends a folded outage (pipeline.logs), if one
+        return result
 
     def collection_name(self, model: str) -> str:
         """The model's default collection (the active one until a fresh re-embed switches)."""
