@@ -39,6 +39,9 @@ from pipeline.schemas.deadletters import Stage
 
 log = logging.getLogger(__name__)
 
+COMMIT_ATTEMPTS = 6  # about 10 s of retries with the default backoff
+COMMIT_BACKOFF_MAX_S = 4.0
+
 T = TypeVar("T", bound=Record)
 
 
@@ -263,9 +266,40 @@ class BatchWorker(Generic[T]):
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced under us: the new owner re-reads these records
-            # (at-least-once); handlers are idempotent by key.
-            log.warning("commit failed after a rebalance: %s", exc, extra={"group": self.group_id})
+        # Only this batch's offsets, and only once it was handled: a retry commits the same
+        # offsets again, never past work not done.
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            # A partition taken away by a rebalance while the batch was handled is not ours
+            # to commit (aiokafka raises IllegalStateError, which crashed the embedder under
+            # test_faults_replicas): its new owner re-reads those records (idempotent by key).
+            assigned = self.consumer.assignment()
+            offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+            if not offsets:
+                return
+            try:
+                await self.consumer.commit(offsets)
+                return
+            except CommitFailedError as exc:
+                # The group rebalanced under us: the new owner re-reads these records
+                # (at-least-once); handlers are idempotent by key.
+                log.warning(
+                    "commit failed after a rebalance: %s", exc, extra={"group": self.group_id}
+                )
+                return
+            except KafkaError as exc:
+                # The coordinator moved, a request timed out, the broker is restarting:
+                # said once, retried with a short backoff.
+                if attempt == 1:
+                    log.warning(
+                        "commit of %d records not acknowledged (%s: %s); retrying",
+                        len(records), type(exc).__name__, exc, extra={"group": self.group_id},
+                    )  # fmt: skip
+                if attempt == COMMIT_ATTEMPTS:
+                    # Not committing is safe: the records were handled, and whoever owns
+                    # these partitions next re-reads them (at-least-once, idempotent).
+                    log.warning(
+                        "commit gave up after %d attempts: these records may be handled again",
+                        attempt, extra={"group": self.group_id},
+                    )  # fmt: skip
+                    return
+                await asyncio.sleep(min(COMMIT_BACKOFF_MAX_S, self.backoff.delay(attempt)))
