@@ -36,14 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import smoke
-import torch
 from corpus import events_for_files, publish, write_tracks
 from machine import machine_info
 from model_speed import flops_per_patch, sgemm_peak, time_model_only
 
 from models.base import ModelOptions
 from models.musicnn import MusicnnModel, spread_patches
-from models.musicnn_net import MusiCNN, musicnn_patches
+from models.musicnn_spec import musicnn_patches
 from pipeline import infra
 from pipeline.audio import decode_audio
 from pipeline.bus import make_consumer
@@ -208,6 +207,8 @@ def end_to_end(embedded: list[tuple[float, StageTimings]], elapsed: float) -> di
 
 def model_only(files: list[Path], args: argparse.Namespace) -> dict:
     """The network alone (no decoding beside it) on the first patches of a few files."""
+    from models.musicnn_net import MusiCNN  # PyTorch: only for the layer shapes (FLOPs)
+
     patches = [spread_patches(musicnn_patches(decode_audio(str(f), 16000)), args.max_patches)
                for f in files]  # fmt: skip
     stacked = np.concatenate(patches)[: 40 if args.smoke else MODEL_ONLY_PATCHES]
@@ -226,9 +227,11 @@ def model_only(files: list[Path], args: argparse.Namespace) -> dict:
             for batch in (4, 8, 16, 32, 64):
                 ms = time_model_only(net.run, stacked, batch=batch, repeats=1).ms_per_patch
                 by_batch[str(batch)] = round(ms, 2)
-    torch_ms = time_model_only(
-        lambda x: model._nets["msd"].fast(torch.from_numpy(x)), stacked[:64], repeats=1
-    ).ms_per_patch
+    in_torch = MusicnnModel(
+        ModelOptions(device="cpu", params={**model_params(args), "backend": "torch"})
+    )
+    in_torch.load("cpu")
+    torch_ms = time_model_only(in_torch._nets["msd"].run, stacked[:64], repeats=1).ms_per_patch
     gflops = flops / seconds / 1e9
     return {
         "model_only": {

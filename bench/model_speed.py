@@ -5,7 +5,8 @@ does with BLAS) at the thread count the model uses; `flops_per_patch` counts
 the network's multiply-adds from its layer shapes; `time_model_only` runs the
 network alone on real patches. Their ratio is the share of the peak the model
 reaches, a figure that holds on a noisy machine better than seconds do.
-Imported by bench/embed_throughput.py.
+Imported by bench/embed_throughput.py; PyTorch is imported only when a figure needs it,
+so that the embedder's peak memory, measured before, is its own.
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from models.musicnn_net import N_MELS, PATCH_FRAMES, MusiCNN
+from models.musicnn_spec import N_MELS, PATCH_FRAMES
+
+if TYPE_CHECKING:
+    from models.musicnn_net import MusiCNN
 
 
 def sgemm_peak(threads: int, size: int = 2048, repeats: int = 7) -> dict[str, float]:
     """Best-of-`repeats` GFLOP/s of a size x size float32 matmul on `threads` threads, by
-    PyTorch's BLAS and by numpy's (OpenBLAS), and the better of the two as `peak`: on some
-    CPUs one of them leaves AVX-512 unused, and the peak is what the CPU can do."""
+    PyTorch's BLAS, numpy's (OpenBLAS) and ONNX Runtime's (MLAS), and the best as `peak`:
+    they differ by 1.5x on this CPU (AVX-512), and the peak is what the CPU can do."""
+    import torch
     from threadpoolctl import threadpool_limits
 
     a, b = np.random.default_rng(0).standard_normal((2, size, size), dtype=np.float32)
@@ -36,9 +41,36 @@ def sgemm_peak(threads: int, size: int = 2048, repeats: int = 7) -> dict[str, fl
                 "torch": _best_rate(lambda: ta @ tb, size, repeats),
                 "numpy": _best_rate(lambda: a @ b, size, repeats),
             }
+        matmul = _onnx_matmul(threads)
+        if matmul is not None:
+            rates["onnxruntime"] = _best_rate(lambda: matmul(a, b), size, repeats)
     finally:
         torch.set_num_threads(previous)
     return {**rates, "peak": max(rates.values())}
+
+
+def _onnx_matmul(threads: int) -> Callable[[np.ndarray, np.ndarray], object] | None:
+    """A one-node ONNX graph (MatMul) in an ONNX Runtime session, or None without it."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "sgemm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", "n"]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["n", "n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        model.SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+    return lambda a, b: session.run(None, {"a": a, "b": b})
 
 
 def _best_rate(matmul: Callable[[], object], size: int, repeats: int) -> float:

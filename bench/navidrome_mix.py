@@ -424,9 +424,7 @@ def main() -> None:
         canned = {"songs": [{"id": i, "name": t, "artist": a} for i, t, a in ids[:COUNT]]}
         navidrome.swap_plugin(ndp, build_noop_plugin(work / "plugin"),
                               {"sonicbus_url": bridge, "answer": json.dumps(canned)})  # fmt: skip
-        results |= asyncio.run(
-            measure_noop_plugin(navidrome, ids, args.requests, clients, warmup)
-        )
+        results |= asyncio.run(measure_noop_plugin(navidrome, ids, args.requests, clients, warmup))
     finally:
         stop.set()
         if child is not None:

@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import smoke
-import torch
 from machine import machine_info
 from real_corpus import build_corpus, describe, interleaved
 
@@ -52,15 +51,12 @@ def patch_embeddings(files: list[Path], smoke_run: bool) -> list[np.ndarray]:
     model.load("cpu")
     head = model._nets["msd"]
     frames = []
-    with torch.inference_mode():
-        for i, file in enumerate(files):
-            patches = musicnn_patches(
-                decode_audio(str(file), 16000, 0.0, 30.0 if smoke_run else None)
-            )
-            out = [head.run(torch.from_numpy(patches[s : s + 16]))[1]
-                   for s in range(0, len(patches), 16)]  # fmt: skip
-            frames.append(np.concatenate(out))
-            print(f"{i + 1}/{len(files)} {file.name}: {len(patches)} patches", file=sys.stderr)
+    for i, file in enumerate(files):
+        audio = decode_audio(str(file), 16000, 0.0, 30.0 if smoke_run else None)
+        patches = musicnn_patches(audio)
+        out = [head.run(patches[s : s + 16])[1] for s in range(0, len(patches), 16)]
+        frames.append(np.concatenate(out))
+        print(f"{i + 1}/{len(files)} {file.name}: {len(patches)} patches", file=sys.stderr)
     if not smoke_run:
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, **{f"t{i}": f for i, f in enumerate(frames)})

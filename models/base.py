@@ -10,8 +10,11 @@ turns a [D, T] sequence into the stored [3·D] vector.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 # 'AutoTokenizer'" (two query services warming up in one process). Every import from
 # transformers holds this lock (reentrant: a model's loader may import inside another).
 TRANSFORMERS_IMPORT = threading.RLock()
+# Present wherever the NVIDIA driver is loaded; without them CUDA cannot be available.
+NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 
 
 class ModelOptions(BaseModel):
@@ -139,6 +144,8 @@ def enrich(sequence: np.ndarray) -> np.ndarray:
 
 
 def resolve_device(device: str) -> str:
+    if device == "auto" and not any(os.path.exists(p) for p in NVIDIA_DRIVER_FILES):
+        return "cpu"  # no NVIDIA driver, no CUDA: known without loading PyTorch (~500 MB)
     import torch
 
     if device == "auto":
@@ -213,13 +220,12 @@ class ManagedModel:
         with self._lock:
             if self._loaded:
                 return
-            import torch
-
-            if self.model.options.threads:
-                torch.set_num_threads(self.model.options.threads)
             self._device = resolve_device(self.model.options.device)
             started = time.perf_counter()
             self.model.load(self._device)
+            torch = sys.modules.get("torch")  # models on ONNX Runtime never load it
+            if torch is not None and self.model.options.threads:
+                torch.set_num_threads(self.model.options.threads)
             self._loaded = True
             log.info(
                 "loaded model %s on %s in %.1f s",
@@ -230,12 +236,11 @@ class ManagedModel:
             )
 
     def embed(self, tracks: list[TrackAudio]) -> list[TrackEmbedding]:
-        import torch
-
         with self._lock:
             self.ensure_loaded()
+            torch = sys.modules.get("torch")
             try:
-                with torch.inference_mode():
+                with torch.inference_mode() if torch is not None else contextlib.nullcontext():
                     return self.model.embed(tracks)
             finally:
                 self._last_used = time.monotonic()

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.base import TRANSFORMERS_IMPORT, ManagedModel, ModelUnavailable
-from models.musicnn_net import MSD_TAGS, MTT_TAGS
+from models.musicnn_spec import MSD_TAGS, MTT_TAGS
 
 log = logging.getLogger(__name__)
 

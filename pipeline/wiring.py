@@ -13,12 +13,15 @@ Layer: below the services, above the core and the adapters (it builds both).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from models.base import ManagedModel, ModelOptions
 from models.registry import create_model
-from models.text import SentenceEncoder
 from pipeline.config import Settings
-from pipeline.recommender.prompts import TextSupport
 from pipeline.store import VectorStore
+
+if TYPE_CHECKING:  # imported when used: the query side loads PyTorch, an embedder need not
+    from pipeline.recommender.prompts import TextSupport
 
 
 def model_options(settings: Settings, model: str) -> ModelOptions:
@@ -47,6 +50,9 @@ def vector_store(settings: Settings) -> VectorStore:
 
 def text_support(settings: Settings) -> TextSupport:
     """Prompt encoders: the sentence model at `query.text_precision`, models' text towers."""
+    from models.text import SentenceEncoder
+    from pipeline.recommender.prompts import TextSupport
+
     sentences = SentenceEncoder(settings.query.text_encoder_dir, settings.query.text_precision)
     return TextSupport(
         sentences,

@@ -91,11 +91,12 @@ def test_silence_and_one_second_clips_get_sensible_embeddings() -> None:
         ]
     )
     for result in results:
-        assert result.vector.shape == (600,)
+        assert result.vector.shape == (1200,)
         assert np.isfinite(result.vector).all()
         assert len(result.extra["tags"]) == 50
     assert results[1].extra["patches"] == 1
     assert results[2].extra["patches"] == 2
-    # A silent track does not move: its spread and motion parts are zero.
-    assert np.allclose(results[0].vector[200:], 0.0)
+    # A silent track does not move: each head's spread and motion parts are zero.
+    assert np.allclose(results[0].vector[200:600], 0.0)
+    assert np.allclose(results[0].vector[800:], 0.0)
     model.close()

@@ -65,11 +65,11 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
         rows = lite_store.get(collection, [f"t{i}" for i in range(4)], with_vectors=True)
         assert sorted(rows) == ["t0", "t1", "t2", "t3"]
         for row in rows.values():
-            assert row.vector is not None and row.vector.shape == (600,)
+            assert row.vector is not None and row.vector.shape == (1200,)
             assert np.isfinite(row.vector).all()
-            assert len(row.extra["tags"]) == 50
-            assert all(0.0 <= p <= 1.0 for p in row.extra["tags"])
-            assert row.model_version.startswith("musicnn-msd-")
+            assert len(row.extra["tags"]) == len(row.extra["mtt_tags"]) == 50
+            assert all(0.0 <= p <= 1.0 for p in row.extra["tags"] + row.extra["mtt_tags"])
+            assert row.model_version.startswith("musicnn-msd+mtt-")
         assert rows["t2"].artist == "artist of t2"
 
         # Republishing unchanged tracks skips them; a tombstone removes one; the same
@@ -91,7 +91,7 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
         statuses = sorted((e.track_id, e.status) for e in emitted)
         assert ("t0", "skipped_unchanged") in statuses
         assert ("t3", "deleted") in statuses
-        assert [e.dim for e in emitted if e.status == "embedded"] == [600] * 5
+        assert [e.dim for e in emitted if e.status == "embedded"] == [1200] * 5
         (copy_event,) = [e for e in emitted if e.track_id == "t0-copy"]
         assert [d.track_id for d in copy_event.near_duplicates] == ["t0"]
         assert copy_event.near_duplicates[0].similarity > 0.999

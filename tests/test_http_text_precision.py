@@ -31,7 +31,7 @@ def embed_text(precision: str, folder: Path) -> list[float]:
         assert runtime.text.sentences.precision == precision
     finally:
         runtime.text.close()
-    expected = text_support(settings).tags.weights(PROMPT)
+    expected = text_support(settings).encoders[100].weights(PROMPT)  # MSD + MTT tags
     assert reply.embedding == [round(float(w), 6) for w in expected]
     return reply.embedding
 

@@ -1,7 +1,7 @@
 """The README's first command, as a user runs it: `sonicbus up MUSIC_DIR`.
 
 A folder of generated songs goes in; the watcher publishes them, embed-musicnn
-embeds them, and Milvus holds one 600-d row with 50 tags per track, titled by
+embeds them, and Milvus holds one 1200-d row with 50 + 50 tags per track, titled by
 file name (the songs have no tags). Deleting a file removes its row; Ctrl+C
 stops everything cleanly: a local broker `up` started stops with it, one that
 ran before is left running, and `up` says so. Milvus here is the real
@@ -63,13 +63,13 @@ async def test_up_embeds_a_folder_and_follows_deletions(
     try:
         await wait_for(lambda: rows() == 4, timeout=150)
         # The ids are the watcher's (derived from paths): find the rows by search.
-        hits = store.search(collection, [[1.0] * 600], limit=10, output_fields=("extra",))[0]
+        hits = store.search(collection, [[1.0] * 1200], limit=10, output_fields=("extra",))[0]
         assert len(hits) == 4
         for hit in hits:
             assert len(hit.fields["extra"]["tags"]) == 50
             assert hit.fields["extra"]["path"] in {str(s) for s in songs}
         full = store.get(collection, [h.track_id for h in hits], with_vectors=True)
-        assert all(row.vector is not None and row.vector.shape == (600,) for row in full.values())
+        assert all(row.vector is not None and row.vector.shape == (1200,) for row in full.values())
         # Untagged songs are titled by their file names.
         assert sorted(row.title for row in full.values()) == [s.stem for s in songs]
 
@@ -100,7 +100,7 @@ async def test_up_embeds_a_folder_and_follows_deletions(
 
         songs[0].unlink()
         await wait_for(lambda: rows() == 3, timeout=60)
-        remaining = store.search(collection, [[1.0] * 600], limit=10, output_fields=("extra",))[0]
+        remaining = store.search(collection, [[1.0] * 1200], limit=10, output_fields=("extra",))[0]
         assert str(songs[0]) not in {h.fields["extra"]["path"] for h in remaining}
 
         job.send_signal(signal.SIGINT)

@@ -253,7 +253,7 @@ async def test_fresh_replay_re_embeds_everything_while_the_old_collection_serves
         assert replayed == {f"t{i:03d}": 1 for i in range(LIBRARY)}
         vectors = check.get(new, ["t000", "t150"], with_vectors=True)
         assert all(
-            v.vector is not None and np.isfinite(v.vector).all() and v.vector.shape == (600,)
+            v.vector is not None and np.isfinite(v.vector).all() and v.vector.shape == (1200,)
             for v in vectors.values()
         )
     finally:

@@ -84,9 +84,14 @@ def test_an_index_follows_announced_changes_and_reconciles_missed_ones(lite_stor
 
     library.note(event("new", "embedded"))
     library.note(event("t3", "deleted"))
-    library.note(event("t4", "skipped_unchanged"))
+    library.note(event("t4", "skipped_unchanged"))  # known already: nothing to do
     assert library.apply_pending() == 2
     assert index.known(["new", "t3", "t4"]) == ["new", "t4"]
+    # Stored by an embedder killed before it announced it; its successor says "unchanged".
+    lite_store.upsert(name, [VectorRow("orphan", np.ones(8), artist="late")])
+    library.note(event("orphan", "skipped_unchanged"))
+    assert library.apply_pending() == 1
+    assert index.known(["orphan"]) == ["orphan"]
     # A change nobody announced (the service was down) is found by the count check.
     lite_store.delete(name, ["t5", "t6"])
     assert library.reconcile() == ["musicnn"]

@@ -65,6 +65,7 @@ class Decoded:
     audio: TrackAudio
     decode_ms: float
     prepare_ms: float = 0.0
+    audio_s: float = 0.0
 
 
 class Embedder:
@@ -98,6 +99,7 @@ class Embedder:
             threads, thread_name_prefix=f"decode-{model.model.name}"
         )
         self.decode_slots = asyncio.Semaphore(threads)
+        self.decode_slots_count = threads
 
     def close(self) -> None:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
@@ -152,7 +154,7 @@ class Embedder:
                     prepare_ms=d.prepare_ms,
                     embed_ms=embed_ms[e.track_id],
                     upsert_ms=upsert_ms,
-                    audio_s=d.audio.samples.size / self.model.model.sample_rate,
+                    audio_s=d.audio_s,
                 )
                 event = self._event(e.track_id, "embedded", timings, duplicates.get(e.track_id))
                 self._unannounced[(e.track_id, _token(d.delivery.value))] = event  # type: ignore[arg-type]
@@ -196,7 +198,18 @@ class Embedder:
         Returns the decoded tracks and their embeddings in one order, each track's share
         of model time (ms), and the tracks that could not be decoded.
         """
-        pending = {asyncio.ensure_future(self._decode(d)) for d in deliveries}
+        # Decoded tracks waiting for the model are bounded (memory: a long track's samples
+        # and patches are ~45 MB): a slot is taken before decoding, given back once embedded.
+        ahead = asyncio.Semaphore(self.decode_slots_count + DECODED_AHEAD)
+
+        async def decode(delivery: Delivery[TrackEvent]) -> Decoded | Failure:
+            await ahead.acquire()
+            result = await self._decode(delivery)
+            if isinstance(result, Failure):
+                ahead.release()
+            return result
+
+        pending = {asyncio.ensure_future(decode(d)) for d in deliveries}
         ready: list[Decoded] = []
         running: asyncio.Task[tuple[list[Decoded], list[TrackEmbedding], float]] | None = None
         decoded: list[Decoded] = []
@@ -209,6 +222,8 @@ class Embedder:
             decoded.extend(chunk)
             embeddings.extend(chunk_embeddings)
             embed_ms.update((d.audio.track_id, seconds * 1000 / len(chunk)) for d in chunk)
+            for _ in chunk:
+                ahead.release()
 
         try:
             while pending or ready or running:
@@ -258,7 +273,7 @@ class Embedder:
                     segment.end_s if segment else None,
                 )
                 async with self.decode_slots:
-                    audio, decode_s, prepare_s = await asyncio.wait_for(
+                    audio, decode_s, prepare_s, audio_s = await asyncio.wait_for(
                         asyncio.get_running_loop().run_in_executor(self.decode_pool, decode),
                         timeout=self.settings.embed.decode_timeout_s,
                     )
@@ -271,12 +286,14 @@ class Embedder:
         except TimeoutError:
             message = f"decoding {event.path} took over {self.settings.embed.decode_timeout_s} s"
             return Failure(delivery, PermanentError(message, stage="audio"))
-        return Decoded(delivery, audio, decode_s * 1000, prepare_s * 1000)
+        return Decoded(delivery, audio, decode_s * 1000, prepare_s * 1000, audio_s)
 
     def _decode_and_prepare(
         self, track_id: str, path: str, start_s: float, end_s: float | None
-    ) -> tuple[TrackAudio, float, float]:
-        """In a decode thread: the samples, then the model's preprocessing of them."""
+    ) -> tuple[TrackAudio, float, float, float]:
+        """In a decode thread: the samples, then the model's preprocessing of them (once a
+        model has made its input, the samples are let go: they are most of a track's
+        memory while it waits for the network)."""
         started = time.perf_counter()
         samples = decode_audio(path, self.model.model.sample_rate, start_s, end_s, self.limits)
         decoded = time.perf_counter()
@@ -284,7 +301,10 @@ class Embedder:
             audio = self.model.model.prepare(TrackAudio(track_id, samples))
         except ValueError as exc:  # samples no model can use (the model says why)
             raise AudioDecodeError(f"{path}: {exc}") from exc
-        return audio, decoded - started, time.perf_counter() - decoded
+        if audio.features is not None:
+            audio.samples = samples[:0]
+        audio_s = samples.size / self.model.model.sample_rate
+        return audio, decoded - started, time.perf_counter() - decoded, audio_s
 
     async def _near_duplicates(
         self, embeddings: list[TrackEmbedding]
@@ -359,6 +379,8 @@ class Embedder:
 
 
 UNANNOUNCED_KEPT = 10_000
+# Decoded tracks that may wait for the network beyond the decode threads' own.
+DECODED_AHEAD = 2
 
 
 def _token(event: TrackEvent) -> str:

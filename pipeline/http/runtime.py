@@ -146,8 +146,10 @@ class OpsRuntime:
                 embedding=vector.tolist(), model=model, dimension=len(vector), space="audio"
             )
         if model in TAGGED_MODELS:
-            heads = self.settings.embed.params.get(model, {}).get("heads", "msd")
-            tags = self.text.encoders[100 if heads == "msd+mtt" else 50]
+            from models.musicnn import MusicnnParams
+
+            params = MusicnnParams.model_validate(self.settings.embed.params.get(model, {}))
+            tags = self.text.encoders[100 if params.heads == "msd+mtt" else 50]
             weights = tags.weights(request.text)
             return bridge.TextEmbeddingResponse(
                 embedding=[round(float(w), 6) for w in weights], model=model,

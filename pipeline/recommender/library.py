@@ -102,9 +102,16 @@ class Library:
     # -- staying current ----------------------------------------------------
 
     def note(self, event: EmbeddingEvent) -> None:
-        """Remember an upsert/delete announced on `embeddings`; `apply_pending` applies it."""
+        """Remember an upsert/delete announced on `embeddings`; `apply_pending` applies it.
+
+        `skipped_unchanged` matters only for a track the open index lacks: an embedder
+        killed after storing a batch but before announcing it leaves its successor to find
+        the rows stored and announce them as unchanged (tests/test_faults_replicas.py).
+        """
         if event.status == "skipped_unchanged":
-            return
+            index = self._indexes.get(event.model)
+            if index is None or index.positions([event.track_id])[0] is not None:
+                return
         with self._lock:
             changes = self._pending.setdefault(event.model, {})
             changes[event.track_id] = (event.status, event.collection)
