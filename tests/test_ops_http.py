@@ -127,7 +127,7 @@ async def test_embed_text_gives_musicnn_tag_weights(http) -> None:
     assert answer.status_code == 200, answer.text
     result = answer.json()
     assert result["model"] == "musicnn" and result["space"] == "tags"
-    assert result["dimension"] == 50 == len(result["embedding"])
+    assert result["dimension"] == 100 == len(result["embedding"])  # MSD + MTT tags
     assert abs(sum(result["embedding"]) - 1.0) < 1e-3 and result["is_stub"] is False
     assert (
         "metal" in [tag for tag, _ in result["tags"]][:3]
