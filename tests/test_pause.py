@@ -248,8 +248,8 @@ async def test_embed_threads_caps_torch_blas_and_the_decode_pool(
             for i, song in enumerate(songs):
                 write_song(song, seconds=2, seed=i)
             deliveries = [Delivery(None, s.name, untitled_event(s, s.stem)) for s in songs]
-            decoded, failures = await embedder._decode_all(deliveries)
-            assert failures == [] and len(decoded) == 3  # decoding works through the pool
+            decoded, embeddings, _, failures = await embedder._embed_as_decoded(deliveries)
+            assert failures == [] and len(decoded) == len(embeddings) == 3  # through the pool
             embedder.close()
         finally:
             torch.set_num_threads(torch_threads)

@@ -127,5 +127,5 @@ async def test_up_restarts_the_broker_it_started_and_embeds_what_came_meanwhile(
 
 
 def _ids(store: VectorStore, collection: str) -> list[str]:
-    hits = store.search(collection, [[1.0] * 600], limit=10)[0]
+    hits = store.search(collection, [[1.0] * 1200], limit=10)[0]  # MusiCNN, both heads
     return [hit.track_id for hit in hits]
