@@ -144,6 +144,8 @@ def enrich(sequence: np.ndarray) -> np.ndarray:
 
 
 def resolve_device(device: str) -> str:
+    if device == "cpu":
+        return "cpu"  # asking PyTorch would load it (~500 MB) for nothing
     if device == "auto" and not any(os.path.exists(p) for p in NVIDIA_DRIVER_FILES):
         return "cpu"  # no NVIDIA driver, no CUDA: known without loading PyTorch (~500 MB)
     import torch

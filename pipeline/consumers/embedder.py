@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from models.base import (
@@ -301,9 +302,9 @@ class Embedder:
             audio = self.model.model.prepare(TrackAudio(track_id, samples))
         except ValueError as exc:  # samples no model can use (the model says why)
             raise AudioDecodeError(f"{path}: {exc}") from exc
-        if audio.features is not None:
-            audio.samples = samples[:0]
         audio_s = samples.size / self.model.model.sample_rate
+        if audio.features is not None:  # a fresh empty array: a slice would keep `samples` alive
+            audio.samples = np.empty(0, dtype=samples.dtype)
         return audio, decoded - started, time.perf_counter() - decoded, audio_s
 
     async def _near_duplicates(
