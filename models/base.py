@@ -100,6 +100,12 @@ class TrackAudio:
     samples: np.ndarray
     features: np.ndarray | None = None
 
+    def drop_samples(self) -> None:
+        """Let the samples go once `features` hold the model's input: they are most of a
+        waiting track's memory. A fresh empty array, since even an empty slice keeps the
+        whole buffer alive."""
+        self.samples = np.empty(0, dtype=self.samples.dtype)
+
 
 @dataclass
 class TrackEmbedding:

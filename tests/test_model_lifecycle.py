@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -61,3 +64,22 @@ def test_concurrent_callers_share_one_model() -> None:
         # Alone or in a batch, a track gets the same vector.
         assert np.allclose(results[track_id], vector, atol=1e-4)
     model.close()
+
+
+def test_a_prepared_track_lets_its_samples_go() -> None:
+    samples = np.zeros(16000 * 60, dtype=np.float32)
+    track = TrackAudio("t", samples)
+    alive = weakref.ref(samples)
+    del samples
+    track.features = np.zeros((2, 3), dtype=np.float32)
+    track.drop_samples()
+    assert alive() is None and track.samples.size == 0
+
+
+def test_a_cpu_model_never_loads_pytorch_to_choose_its_device() -> None:
+    script = (
+        "import sys; from models.base import resolve_device; "
+        "print(resolve_device('cpu'), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["cpu", "False"]

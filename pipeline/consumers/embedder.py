@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from models.base import (
@@ -303,8 +302,8 @@ class Embedder:
         except ValueError as exc:  # samples no model can use (the model says why)
             raise AudioDecodeError(f"{path}: {exc}") from exc
         audio_s = samples.size / self.model.model.sample_rate
-        if audio.features is not None:  # a fresh empty array: a slice would keep `samples` alive
-            audio.samples = np.empty(0, dtype=samples.dtype)
+        if audio.features is not None:
+            audio.drop_samples()
         return audio, decoded - started, time.perf_counter() - decoded, audio_s
 
     async def _near_duplicates(
