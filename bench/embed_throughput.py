@@ -8,8 +8,8 @@ The tracks are published to the real broker (started or reused on a bench port),
 embedding consumer runs with Milvus Lite until every track is stored, and the bench
 reports the realtime factor (seconds of audio per second of wall time, model load
 included), tracks per hour, seconds per hour of audio in each stage (decode +
-resample, mel, model, upsert; decoding and mel overlap with the model, so stages add
-up to more than the wall), peak RSS, and, with a folder:
+resample, mel, tempo/key/energy, model, upsert; decoding, mel and analysis overlap
+with the model, so stages add up to more than the wall), peak RSS, and, with a folder:
 - model only: the network alone on the corpus' first patches, as GFLOP/s and as a
   share of the sgemm peak measured in the same run (bench/model_speed.py);
 - the original TensorFlow extractor on the same files (bench/tf_peer.py, its own
@@ -82,6 +82,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heads", choices=["msd", "msd+mtt"], default="msd")
     parser.add_argument("--max-patches", type=int, help="patch budget per track (default: all)")
     parser.add_argument("--threads", type=int, help="embed.threads (default: all cores)")
+    parser.add_argument(
+        "--no-audio-features",
+        action="store_true",
+        help="embed.audio_features off: no tempo/key/loudness/energy (the figure before them)",
+    )
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "torch"])
     parser.add_argument("--no-peer", action="store_true", help="skip the TensorFlow original")
     parser.add_argument("--tf-python", type=Path, help="python of an existing TF virtualenv")
@@ -109,6 +114,7 @@ async def main() -> None:
             idle_unload_s=0,
             device="cpu",
             threads=args.threads,
+            audio_features=not args.no_audio_features,
             params={"musicnn": model_params(args)},
         ),
     )
@@ -144,6 +150,7 @@ async def main() -> None:
         "model": "musicnn",
         "heads": args.heads,
         "max_patches": args.max_patches,
+        "audio_features": not args.no_audio_features,
         "corpus": corpus,
         "batch_tracks": args.batch,
         "stored_rows": stored,
@@ -199,6 +206,7 @@ def end_to_end(embedded: list[tuple[float, StageTimings]], elapsed: float) -> di
         "stage_s_per_audio_hour": {
             "decode_resample": per_hour("decode_ms"),
             "mel": per_hour("prepare_ms"),
+            "tempo_key_energy": per_hour("analyse_ms"),
             "model": per_hour("embed_ms"),
             "upsert": per_hour("upsert_ms"),
         },

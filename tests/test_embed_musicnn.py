@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from pipeline.config import EmbedSettings, MilvusSettings, Settings
 from pipeline.consumers.embedder import run_embedder
 from pipeline.schemas import DeadLetter, EmbeddingEvent
 from pipeline.store import VectorStore
 from pipeline.topics import embed_group
-from tests.fixtures.audio import track_event, write_song
+from tests.fixtures.audio import drum_clip, track_event, write_song
 from tests.fixtures.bus import committed_offsets, drain, drain_available, publish
 from tests.fixtures.cli import cli_env, sonicbus_command
 from tests.fixtures.services import base_settings, wait_for
@@ -95,6 +96,42 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
         (copy_event,) = [e for e in emitted if e.track_id == "t0-copy"]
         assert [d.track_id for d in copy_event.near_duplicates] == ["t0"]
         assert copy_event.near_duplicates[0].similarity > 0.999
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+
+
+async def test_tempo_key_loudness_and_energy_are_stored_as_fields_filters_can_use(
+    embed_settings: Settings, producer, lite_store: VectorStore, tmp_path: Path
+) -> None:
+    settings = embed_settings
+    tracks = {"slow": (96.0, 12.0), "fast": (150.0, 12.0), "short": (120.0, 4.0)}
+    events = []
+    for name, (bpm, seconds) in tracks.items():
+        path = tmp_path / f"{name}.flac"
+        sf.write(path, drum_clip(seconds, bpm, sample_rate=44100, seed=len(events)), 44100)
+        events.append(track_event(path, name))
+    await publish(producer, settings, events)
+
+    collection = lite_store.collection_name("musicnn")
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=lite_store))
+    try:
+        await wait_for(
+            lambda: lite_store.has_collection(collection) and lite_store.count(collection) == 3
+        )
+        rows = lite_store.get(collection, list(tracks), with_vectors=True)
+        for name in ("slow", "fast"):
+            assert abs(rows[name].bpm - tracks[name][0]) <= 0.02 * tracks[name][0], rows[name]
+            assert -40 < rows[name].loudness_db < 0 and 0 <= rows[name].energy <= 1
+            assert rows[name].extra["analysis"]["bpm"] == pytest.approx(rows[name].bpm, abs=0.01)
+        short = rows["short"]  # too short for a tempo: unmeasured, and the row says why
+        assert short.bpm == 0.0
+        assert any("tempo" in w for w in short.extra["analysis"]["warnings"])
+
+        hits = lite_store.search(collection, [rows["slow"].vector], 3, "bpm >= 140", ("bpm",))
+        assert [h.track_id for h in hits[0]] == ["fast"]
+        assert hits[0][0].fields["bpm"] >= 140
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)

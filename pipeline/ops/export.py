@@ -18,8 +18,12 @@ would mean a large direct dependency for one command.
 | `path` | str [N] | the file's path, copied from `extra` for convenience |
 | `duration` | float32 [N] | seconds |
 | `embedded_at` | int64 [N] | Unix time of the embedding |
-| `extra` | str [N] | each row's `extra` as JSON: MusiCNN's 50 `tags`, path, MusicBrainz ids |
+| `year`, `genre` | int32, str [N] | from the tags (0, "": unknown); absent in older files |
+| `extra` | str [N] | each row's `extra` as JSON: tags, path, MusicBrainz ids, `analysis` |
 | `vectors` | float32 [N, dim] | the stored vectors, unit length, bit for bit |
+
+The typed tempo, key, loudness and energy fields are rebuilt from `extra["analysis"]` on
+import.
 
 **Nothing half-written.** An export streams the collection in pages (Milvus'
 query iterator), spools the vectors to a scratch file next to the target,
@@ -48,12 +52,15 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pipeline.errors import InvalidInput, NotFound
 from pipeline.ops.replay import check_model
-from pipeline.store import StoredTrack, VectorRow, VectorStore
+from pipeline.store import StoredTrack, VectorRow, VectorStore, analysis_fields
 from pipeline.store.vectors import MAX_VECTOR_DIM
 
 FORMAT = "sonicbus-export"
 BATCH_ROWS = 1000
 TEXT_COLUMNS = ("track_id", "artist", "title", "album", "path", "fingerprint", "model_version")
+# Columns added after the first exports: written always, read when there.
+LATER_TEXT = ("genre",)
+LATER_COLUMNS = (*LATER_TEXT, "year")
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 # Zip entries carry a fixed time, so two exports of the same rows differ only in `header`.
 ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
@@ -107,19 +114,23 @@ class TransferSummary(BaseModel):
 class _Columns:
     """The metadata of the rows read so far (the vectors go to the spool file)."""
 
-    text: dict[str, list[str]] = field(default_factory=lambda: {n: [] for n in TEXT_COLUMNS})
+    text: dict[str, list[str]] = field(
+        default_factory=lambda: {n: [] for n in (*TEXT_COLUMNS, *LATER_TEXT)}
+    )
     extra: list[str] = field(default_factory=list)
     duration: list[float] = field(default_factory=list)
     embedded_at: list[int] = field(default_factory=list)
+    year: list[int] = field(default_factory=list)
 
     def add(self, track: StoredTrack) -> None:
-        values = {n: getattr(track, n, "") for n in TEXT_COLUMNS if n != "path"}
+        values = {n: getattr(track, n, "") for n in (*TEXT_COLUMNS, *LATER_TEXT) if n != "path"}
         values["path"] = str(track.extra.get("path") or "")
         for name, value in values.items():
             self.text[name].append(str(value))
         self.extra.append(json.dumps(track.extra, ensure_ascii=False))
         self.duration.append(track.duration)
         self.embedded_at.append(track.embedded_at)
+        self.year.append(track.year)
 
 
 def export_collection(
@@ -196,6 +207,7 @@ def _write_archive(
             _put(archive, name, np.array(values, dtype=str)[order])
         _put(archive, "duration", np.array(columns.duration, dtype="<f4")[order])
         _put(archive, "embedded_at", np.array(columns.embedded_at, dtype="<i8")[order])
+        _put(archive, "year", np.array(columns.year, dtype="<i4")[order])
         _put(archive, "extra", np.array(columns.extra, dtype=str)[order])
         shape = (header.rows, header.dim)
         with _entry(archive, "vectors", compress=False) as out:
@@ -255,22 +267,27 @@ class _Export:
                 yield np.frombuffer(raw, dtype=dtype).reshape(count, dim).astype(np.float32)
 
     def rows(self, start: int, vectors: np.ndarray) -> list[VectorRow]:
+        return [self.row(i, vector) for i, vector in enumerate(vectors, start)]
+
+    def row(self, i: int, vector: np.ndarray) -> VectorRow:
+        """Row `i`; its typed tempo/key/energy fields are rebuilt from `extra["analysis"]`."""
         a = self.arrays
-        return [
-            VectorRow(
-                track_id=str(a["track_id"][i]),
-                vector=vector,
-                artist=str(a["artist"][i]),
-                title=str(a["title"][i]),
-                album=str(a["album"][i]),
-                duration=float(a["duration"][i]),
-                fingerprint=str(a["fingerprint"][i]),
-                model_version=str(a["model_version"][i]),
-                embedded_at=int(a["embedded_at"][i]),
-                extra=json.loads(str(a["extra"][i])),
-            )
-            for i, vector in enumerate(vectors, start)
-        ]
+        extra = json.loads(str(a["extra"][i]))
+        return VectorRow(
+            track_id=str(a["track_id"][i]),
+            vector=vector,
+            artist=str(a["artist"][i]),
+            title=str(a["title"][i]),
+            album=str(a["album"][i]),
+            duration=float(a["duration"][i]),
+            fingerprint=str(a["fingerprint"][i]),
+            model_version=str(a["model_version"][i]),
+            embedded_at=int(a["embedded_at"][i]),
+            year=int(a["year"][i]) if "year" in a else 0,
+            genre=str(a["genre"][i]) if "genre" in a else "",
+            **analysis_fields(extra.get("analysis")),
+            extra=extra,
+        )
 
     def unreadable(self, why: str) -> UnreadableExport:
         return UnreadableExport(f"{self.path} is not a usable sonicbus export: {why}")
@@ -302,7 +319,8 @@ def _checked(path: Path, archive: zipfile.ZipFile) -> _Export:
     if missing:
         raise UnreadableExport(f"{path} is not a sonicbus export: no {', '.join(missing)}")
     try:
-        arrays = {n: _load(archive, n) for n in wanted if n != "vectors"}
+        later = [n for n in LATER_COLUMNS if f"{n}.npy" in names]  # absent from older files
+        arrays = {n: _load(archive, n) for n in [*wanted, *later] if n != "vectors"}
         header = ExportHeader.model_validate_json(str(arrays.pop("header")))
     except (ValueError, OSError, zipfile.BadZipFile, ValidationError) as exc:
         raise UnreadableExport(f"{path} is not a usable sonicbus export: {exc}") from exc

@@ -17,6 +17,7 @@ class StageTimings(BaseModel):
 
     decode_ms: float = 0.0
     prepare_ms: float = Field(0.0, description="The model's preprocessing (MusiCNN: mel patches).")
+    analyse_ms: float = Field(0.0, description="Tempo, key, loudness and energy.")
     embed_ms: float = 0.0
     upsert_ms: float = 0.0
     audio_s: float = Field(0.0, description="Seconds of audio decoded.")

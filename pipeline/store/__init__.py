@@ -17,9 +17,18 @@ from pipeline.store.state import (
     ReplayStatus,
     WriteTarget,
 )
-from pipeline.store.vectors import Hit, StoredTrack, VectorRow, VectorStore, normalise
+from pipeline.store.vectors import (
+    ANALYSIS_FIELDS,
+    Hit,
+    StoredTrack,
+    VectorRow,
+    VectorStore,
+    analysis_fields,
+    normalise,
+)
 
 __all__ = [
+    "ANALYSIS_FIELDS",
     "Hit",
     "ModelState",
     "ModelStates",
@@ -31,5 +40,6 @@ __all__ = [
     "VectorRow",
     "VectorStore",
     "WriteTarget",
+    "analysis_fields",
     "normalise",
 ]

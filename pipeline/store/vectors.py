@@ -44,7 +44,14 @@ STRING_FIELDS = {
     "album": 512,
     "fingerprint": 256,
     "model_version": 128,
+    "musical_key": 16,
+    "genre": 256,
 }
+# Tempo, key, loudness and energy (models/analysis) as typed fields, for filters such as
+# `bpm >= 120 and bpm <= 140`. Milvus 2.3 (the embedded server) has no NULL, so a figure
+# that could not be measured (a short or silent track) is stored as `UNMEASURED[name]`.
+ANALYSIS_FIELDS = ("bpm", "musical_key", "loudness_db", "energy")
+UNMEASURED: dict[str, Any] = {"bpm": 0.0, "musical_key": "", "loudness_db": 0.0, "energy": -1.0}
 SCALAR_FIELDS = (
     "artist",
     "title",
@@ -53,6 +60,9 @@ SCALAR_FIELDS = (
     "fingerprint",
     "model_version",
     "embedded_at",
+    "year",
+    "genre",
+    *ANALYSIS_FIELDS,
 )
 # Every field `ensure_collection` creates. A collection without one of them was made by an
 # older version: `pipeline.ops.upgrade` re-embeds it into a fresh collection, so a field
@@ -71,6 +81,12 @@ class TrackFields:
     fingerprint: str = ""
     model_version: str = ""
     embedded_at: int = 0
+    year: int = 0  # 0: unknown
+    genre: str = ""
+    bpm: float = UNMEASURED["bpm"]
+    musical_key: str = UNMEASURED["musical_key"]  # "A minor"
+    loudness_db: float = UNMEASURED["loudness_db"]  # integrated LUFS
+    energy: float = UNMEASURED["energy"]  # 0 calm .. 1 energetic
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +117,19 @@ class Hit:
     track_id: str
     score: float
     fields: dict[str, Any]
+
+
+def analysis_fields(analysis: dict[str, Any] | None) -> dict[str, Any]:
+    """The typed fields of a track's analysis (`AudioFeatures` as stored in `extra`)."""
+    analysis = analysis or {}
+    key, mode = analysis.get("key"), analysis.get("mode")
+    measured = {
+        "bpm": analysis.get("bpm"),
+        "musical_key": f"{key} {mode}" if key and mode else None,
+        "loudness_db": analysis.get("loudness_db"),
+        "energy": analysis.get("energy"),
+    }
+    return {n: UNMEASURED[n] if v is None else v for n, v in measured.items()}
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -180,6 +209,9 @@ class VectorStore(MilvusConnection):
                 schema.add_field(name, DataType.VARCHAR, max_length=length)
             schema.add_field("duration", DataType.FLOAT)
             schema.add_field("embedded_at", DataType.INT64)
+            schema.add_field("year", DataType.INT64)
+            for name in ("bpm", "loudness_db", "energy"):
+                schema.add_field(name, DataType.FLOAT)
             schema.add_field("extra", DataType.JSON)
             index = client.prepare_index_params()
             index.add_index(field_name="embedding", **self._index_spec())
@@ -290,6 +322,9 @@ class VectorStore(MilvusConnection):
                 record[name] = _clip(str(getattr(row, name) or ""), length)
             record["duration"] = float(row.duration or 0.0)
             record["embedded_at"] = int(row.embedded_at)
+            record["year"] = int(row.year or 0)
+            for name in ("bpm", "loudness_db", "energy"):
+                record[name] = float(getattr(row, name))
             record["extra"] = row.extra
             data.append(record)
         self.ensure_loaded(collection)
@@ -400,6 +435,9 @@ def _track(row: dict[str, Any]) -> StoredTrack:
         fingerprint=str(row.get("fingerprint") or ""),
         model_version=str(row.get("model_version") or ""),
         embedded_at=int(row.get("embedded_at") or 0),
+        year=int(row.get("year") or 0),
+        genre=str(row.get("genre") or ""),
+        **{name: row.get(name, UNMEASURED[name]) for name in ANALYSIS_FIELDS},
         extra=dict(row.get("extra") or {}),
         vector=None if vector is None else np.asarray(vector, dtype=np.float32),
     )
