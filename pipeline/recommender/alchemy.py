@@ -46,7 +46,7 @@ def run(ctx: QueryContext) -> Outcome:
     if query is None:  # add and subtract cancel out: fall back to the add direction
         ctx.warn("the add and subtract sets are the same direction; searched the add set alone")
         query = add
-    exclude = {*request.add_track_ids, *request.subtract_track_ids, *request.exclude_track_ids}
+    exclude = ctx.excluded(request.add_track_ids, request.subtract_track_ids)
     pool = max(ctx.limit * POOL_FACTOR, 40)
     hits = index.search(query[None, :], pool, exclude)[0]
     kept, filtered = split_by_subtract(index, hits, subtract, request.subtract_threshold)

@@ -19,9 +19,10 @@ import numpy as np
 
 from pipeline.config import QuerySettings
 from pipeline.errors import Timeout, Unavailable
+from pipeline.recommender.filters import filtered_out
 from pipeline.recommender.index import ModelIndex, TrackInfo
 from pipeline.recommender.library import Library, NotEmbedded
-from pipeline.schemas.queries import DuplicatePair
+from pipeline.schemas.queries import DuplicatePair, InstantPlan
 
 if TYPE_CHECKING:
     from pipeline.recommender.prompts import TextSupport
@@ -49,6 +50,7 @@ class Outcome:
     tracks: list[Candidate]
     extra: dict[str, list[Candidate]] = field(default_factory=dict)
     pairs: list[DuplicatePair] = field(default_factory=list)
+    plan: InstantPlan | None = None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class QueryContext:
     started: float = field(default_factory=time.monotonic)
     warnings: list[str] = field(default_factory=list)
     limit: int = 25
+    _excluded: set[str] | None = field(default=None, init=False, repr=False)
 
     def pool_size(self, models: int) -> int:
         """Candidates fetched per model: headroom for the filters; more when merging models,
@@ -71,6 +74,20 @@ class QueryContext:
         if models == 1:
             return max(self.limit * 4, 50)
         return max(self.settings.candidate_pool, self.limit * 4)
+
+    def excluded(self, *more: Iterable[str]) -> set[str]:
+        """Ids no result may be: `more` (seeds, dislikes), the request's `exclude_track_ids`,
+        and the tracks its `filters` rule out (computed once; warns when none passes)."""
+        if self._excluded is None:
+            excluded = set(self.request.exclude_track_ids)
+            filters = getattr(self.request, "filters", None)
+            if filters is not None:
+                failing, passing = filtered_out(self.models(), filters)
+                if passing == 0:
+                    self.warn(f"no track matches the filters ({filters.describe()})")
+                excluded |= failing
+            self._excluded = excluded
+        return self._excluded.union(*more)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

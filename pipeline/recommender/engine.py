@@ -20,6 +20,7 @@ from pipeline.recommender import (
     alchemy,
     duplicates,
     fingerprint,
+    instant,
     path,
     recommend,
     similar,
@@ -44,6 +45,7 @@ OPERATIONS: dict[str, Callable[[QueryContext], Outcome]] = {
     "alchemy": alchemy.run,
     "fingerprint": fingerprint.run,
     "duplicates": duplicates.run,
+    "instant": instant.run,
 }
 
 
@@ -109,6 +111,7 @@ class QueryEngine:
             tracks=[scored(c, info) for c in outcome.tracks],
             extra={name: [scored(c, info) for c in cs] for name, cs in outcome.extra.items()},
             pairs=outcome.pairs,
+            plan=outcome.plan,
             warnings=ctx.warnings,
         )
 
@@ -124,6 +127,11 @@ def scored(candidate: Candidate, info: dict[str, TrackInfo]) -> ScoredTrack:
         found_by=candidate.found_by,
         mbid=track.mbid or None,
         duration=round(track.duration, 3) or None,
+        bpm=track.bpm or None,
+        key=track.musical_key or None,
+        energy=track.energy if track.energy >= 0 else None,
+        year=track.year or None,
+        genre=track.genre or None,
     )
 
 

@@ -52,11 +52,10 @@ def fingerprint_seeds(ctx: QueryContext, now: datetime) -> dict[str, float]:
 
 
 def run(ctx: QueryContext) -> Outcome:
-    request = ctx.request
     indexes = ctx.models()
     seeds = fingerprint_seeds(ctx, datetime.now(UTC))
     unknown = warn_unknown(ctx, indexes, seeds)
-    exclude = {*seeds, *request.exclude_track_ids}
+    exclude = ctx.excluded(seeds)
     pool = ctx.pool_size(len(indexes))
     rankings = {}
     for index in indexes:

@@ -70,6 +70,11 @@ class TrackInfo:
     mbid: str = ""  # MusicBrainz recording id (the row's extra["mbid"])
     album_mbid: str = ""
     artist_mbid: str = ""
+    year: int = 0
+    genre: str = ""
+    bpm: float = 0.0  # 0, "", -1: not measured (pipeline.store.vectors.UNMEASURED)
+    musical_key: str = ""
+    energy: float = -1.0
 
     @cached_property
     def artist_key(self) -> str:
@@ -93,8 +98,21 @@ def track_info(row: StoredTrack) -> TrackInfo:
         value = extra.get(key)
         return value if isinstance(value, str) else ""
 
-    return TrackInfo(row.track_id, row.artist, row.title, row.album, float(row.duration or 0.0),
-                     text("mbid"), text("album_mbid"), text("artist_mbid"))  # fmt: skip
+    return TrackInfo(
+        row.track_id,
+        row.artist,
+        row.title,
+        row.album,
+        float(row.duration or 0.0),
+        mbid=text("mbid"),
+        album_mbid=text("album_mbid"),
+        artist_mbid=text("artist_mbid"),
+        year=int(row.year or 0),
+        genre=row.genre,
+        bpm=float(row.bpm),
+        musical_key=row.musical_key,
+        energy=float(row.energy),
+    )
 
 
 @dataclass
@@ -301,6 +319,12 @@ class ModelIndex:
         with self._lock:
             pos, alive = self._pos, self._alive
             return [at if (at := pos.get(t)) is not None and alive[at] else None for t in track_ids]
+
+    def live_info(self) -> list[TrackInfo]:
+        """Every live track's metadata (query filters scan it)."""
+        with self._lock:
+            n, info, alive = self._n, self._info, self._alive
+            return [info[at] for at in np.flatnonzero(alive[:n]).tolist()]
 
     def info(self, track_ids: Iterable[str]) -> dict[str, TrackInfo]:
         with self._lock:

@@ -69,7 +69,7 @@ def run(ctx: QueryContext) -> Outcome:
     a, b = vectors[found.index(start)], vectors[found.index(end)]
     steps = request.steps
     spherical = request.interpolation == "spherical"
-    excluded = {start, end, *request.exclude_track_ids}
+    excluded = ctx.excluded((start, end))
     used: set[str] = set()
     cap = request.max_per_artist
     info = index.info([start, end])

@@ -51,7 +51,7 @@ def run(ctx: QueryContext) -> Outcome:
             raise NotFound("none of the seed tracks is embedded (or known)")
         raise InvalidInput("recommend needs seeds, embeddings or a seed_mode")
     penalty = request.penalty if request.penalty is not None else ctx.settings.penalty
-    exclude = {*plan.positive, *plan.dislikes, *plan.exclude, *request.exclude_track_ids}
+    exclude = ctx.excluded(plan.positive, plan.dislikes, plan.exclude)
     pool = ctx.pool_size(len(indexes))
     rankings: dict[str, list[tuple[str, float]]] = {}
     for index in indexes:

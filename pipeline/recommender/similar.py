@@ -54,7 +54,7 @@ def similar_to_many(ctx: QueryContext, indexes: list[ModelIndex]) -> Outcome:
         ctx.warn(f"{what} has no track in sonicbus' library (unknown, or not embedded yet)")
         return Outcome(tracks=[])
     seeds = seeds[: ctx.settings.seed_limit]
-    exclude = {*seeds, *request.exclude_track_ids}
+    exclude = ctx.excluded(seeds)
     rankings: dict[str, list[tuple[str, float]]] = {}
     for index in indexes:
         ctx.check_deadline()
@@ -73,7 +73,7 @@ def similar_to_many(ctx: QueryContext, indexes: list[ModelIndex]) -> Outcome:
 
 def similar_to(ctx: QueryContext, indexes: list[ModelIndex], seed: str) -> Outcome:
     request = ctx.request
-    exclude = {seed, *request.exclude_track_ids}
+    exclude = ctx.excluded((seed,))
     rankings: dict[str, list[tuple[str, float]]] = {}
     pool = max(ctx.settings.candidate_pool, ctx.limit * POOL_FACTOR)
     for index in indexes:

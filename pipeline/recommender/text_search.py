@@ -72,7 +72,7 @@ def run(ctx: QueryContext) -> Outcome:
     indexes = ctx.models()
     penalty = request.penalty if request.penalty is not None else ctx.settings.penalty
     pool = ctx.pool_size(len(indexes))
-    exclude = set(request.exclude_track_ids)
+    exclude = ctx.excluded()
     rankings: dict[str, list[tuple[str, float]]] = {}
     for index in indexes:
         ctx.check_deadline()

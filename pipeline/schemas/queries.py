@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -27,7 +28,9 @@ from pipeline.schemas.songs import AlbumRef, ArtistRef, SongRef
 MAX_LIMIT = 500
 MAX_PROMPT_CHARS = 2000
 
-QueryType = Literal["recommend", "text", "similar", "path", "alchemy", "fingerprint", "duplicates"]
+QueryType = Literal[
+    "recommend", "text", "similar", "path", "alchemy", "fingerprint", "duplicates", "instant"
+]
 
 
 class WeightedSeed(BaseModel):
@@ -53,6 +56,44 @@ class DirectEmbedding(BaseModel):
         return value
 
 
+def _range(name: str, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    if value is not None and value[0] > value[1]:
+        raise ValueError(f"{name}: [{value[0]:g}, {value[1]:g}] is an empty range (low > high)")
+    return value
+
+
+class TrackFilters(BaseModel):
+    """Conditions every returned track meets (all of them). Ranges are [low, high],
+    inclusive. A track whose figure is unknown (too short for a tempo, no year tag)
+    fails a filter on that figure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bpm: tuple[float, float] | None = Field(None, description="Tempo, e.g. [120, 140].")
+    key: str | None = Field(
+        None, max_length=32, description='"A minor", "Eb", "F#m"; a key without a mode: either.'
+    )
+    energy: tuple[float, float] | None = Field(None, description="0 calm .. 1 energetic.")
+    year: tuple[int, int] | None = None
+    genre: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=32, description="Any of these genres (case and spacing ignored)."
+    )
+    duration: tuple[float, float] | None = Field(None, description="Seconds.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TrackFilters:
+        for name in ("bpm", "energy", "year", "duration"):
+            _range(name, getattr(self, name))
+        return self
+
+    def describe(self) -> str:
+        """The filters as a user wrote them, for warnings."""
+        return ", ".join(
+            f"{n} {list(v) if isinstance(v, tuple) else v}"
+            for n, v in self.model_dump(exclude_none=True).items()
+        )
+
+
 class QueryBase(Record):
     request_id: str = Field(min_length=1, max_length=128)
     limit: int = Field(25, ge=1, description=f"Results wanted; clamped to {MAX_LIMIT}.")
@@ -63,6 +104,9 @@ class QueryBase(Record):
         None, ge=1, description="Epoch milliseconds after which the answer is useless."
     )
     user_id: str | None = Field(None, description="Navidrome user, for personal modes.")
+    filters: TrackFilters | None = Field(
+        None, description="Tempo, key, energy, year, genre and duration every result meets."
+    )
 
 
 class RecommendRequest(QueryBase):
@@ -167,6 +211,29 @@ class DuplicatesRequest(QueryBase):
     threshold: float = Field(0.02, ge=0.0, le=2.0, description="Cosine distance below = duplicate.")
 
 
+class InstantPlan(BaseModel):
+    """What an `instant` sentence was read as (pipeline/recommender/sentence.py): shown in
+    the reply, so the user sees what was understood and what was not."""
+
+    prompt: str | None = Field(None, description="The described sound, for the text search.")
+    negative_prompts: list[str] = Field(default_factory=list)
+    filters: TrackFilters | None = None
+    minutes: float | None = Field(None, gt=0, description="Total length wanted.")
+    count: int | None = Field(None, ge=1, description="Tracks wanted.")
+    max_per_artist: int | None = Field(None, ge=1)
+    understood: list[str] = Field(
+        default_factory=list, description='Each phrase read and its meaning ("a -> b").'
+    )
+    warnings: list[str] = Field(default_factory=list)
+
+
+class InstantRequest(QueryBase):
+    """A playlist from one typed sentence; the reply shows the plan it was read as."""
+
+    type: Literal["instant"] = "instant"
+    sentence: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+
+
 QueryRequest = Annotated[
     RecommendRequest
     | TextRequest
@@ -174,7 +241,8 @@ QueryRequest = Annotated[
     | PathRequest
     | AlchemyRequest
     | FingerprintRequest
-    | DuplicatesRequest,
+    | DuplicatesRequest
+    | InstantRequest,
     Field(discriminator="type"),
 ]
 query_request_adapter: TypeAdapter[QueryRequest] = TypeAdapter(QueryRequest)
@@ -189,6 +257,11 @@ class ScoredTrack(BaseModel):
     found_by: list[str] = Field(default_factory=list)
     mbid: str | None = Field(None, description="MusicBrainz recording id, when tagged.")
     duration: float | None = Field(None, description="Seconds, when known.")
+    bpm: float | None = Field(None, description="Tempo, when measured.")
+    key: str | None = Field(None, description='e.g. "A minor", when measured.')
+    energy: float | None = Field(None, description="0 calm .. 1 energetic, when measured.")
+    year: int | None = None
+    genre: str | None = None
 
 
 class DuplicatePair(BaseModel):
@@ -221,6 +294,7 @@ class QueryReply(Record):
     pairs: list[DuplicatePair] = Field(
         default_factory=list, description="`duplicates`: the near-identical pairs."
     )
+    plan: InstantPlan | None = Field(None, description="`instant`: the sentence as read.")
     warnings: list[str] = Field(default_factory=list)
     error: ReplyError | None = None
     elapsed_ms: float = 0.0
