@@ -222,3 +222,39 @@ async def test_a_jazz_playlist_is_saved_to_navidrome_and_downloaded(site: Site, 
     # Playing a song of the list points the page's player at its audio.
     await page.get_by_test_id("result").first.get_by_test_id("play").click()
     await expect(page.get_by_test_id("audio")).to_have_attribute("data-track", shown[0])
+
+
+async def test_an_instant_playlist_shows_what_it_understood_and_filters_narrow_any_kind(
+    site: Site, page: Any
+) -> None:
+    lib = site.running.library.tracks
+    await page.goto(site.url + "/builder")
+    await page.get_by_test_id("mode-instant").click()
+    await page.get_by_test_id("build").click()
+    await expect(page.get_by_test_id("form-problem")).to_contain_text("Say what you want")
+    sentence = "20 minutes of calm piano, nothing before 1990, no more than two songs per artist"
+    await page.get_by_test_id("sentence").fill(sentence)
+    answer = await build(page)
+    assert answer["request"]["sentence"] == sentence
+    understood = page.get_by_test_id("understood")
+    await expect(understood).to_contain_text("nothing before 1990 -> year >= 1990")
+    await expect(understood).to_contain_text("at most two per artist")
+    shown = await shown_ids(page)
+    assert shown and shown == await bus_ids(site.running, answer["request"])
+    assert all(lib[t].year >= 1990 for t in shown)
+
+    # Filters join any kind of request: similar to a rock song, but only 130-142 BPM.
+    await page.get_by_test_id("mode-similar").click()
+    await expect(page.get_by_test_id("plan")).to_be_visible()  # until the next answer
+    await pick(page, "similar-seed", "rock song 1", "Rock Song 1")
+    await page.get_by_test_id("filters").locator("summary").click()
+    await page.get_by_test_id("bpm-low").fill("130")
+    await page.get_by_test_id("build").click()
+    await expect(page.get_by_test_id("form-problem")).to_contain_text("both ends of the bpm")
+    await page.get_by_test_id("bpm-high").fill("142")
+    answer = await build(page)
+    assert answer["request"]["filters"] == {"bpm": [130, 142]}
+    await expect(page.get_by_test_id("plan")).to_be_hidden()
+    shown = await shown_ids(page)
+    assert shown and all(130 <= lib[t].analysis["bpm"] <= 142 for t in shown)
+    assert shown == await bus_ids(site.running, answer["request"])

@@ -273,7 +273,7 @@ async def test_the_page_and_its_api_follow_the_login_rule(running: Running) -> N
         assert page.status_code == 200 and "Build a playlist" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
         options = (await local.get("/api/playlists/options")).json()
-        assert options["modes"] == ["similar", "text", "path", "alchemy", "recommend"]
+        assert options["modes"] == ["similar", "text", "path", "alchemy", "recommend", "instant"]
         assert options["models"] == ["musicnn"] and options["navidrome"] is False
     lan = ("192.0.2.7", 51000)
     async with builder_client(running.settings, running, admin=False, peer=lan,

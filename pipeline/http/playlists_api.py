@@ -52,6 +52,8 @@ from pipeline.schemas.base import describe_validation_error
 from pipeline.schemas.queries import (
     MAX_LIMIT,
     AlchemyRequest,
+    InstantPlan,
+    InstantRequest,
     PathRequest,
     QueryReply,
     RecommendRequest,
@@ -62,7 +64,7 @@ from pipeline.schemas.queries import (
 )
 from pipeline.store import VectorStore
 
-BuildMode = Literal["similar", "text", "path", "alchemy", "recommend"]
+BuildMode = Literal["similar", "text", "path", "alchemy", "recommend", "instant"]
 MODES: tuple[str, ...] = get_args(BuildMode)
 REQUEST_TYPES: dict[str, type[BaseModel]] = {
     "similar": SimilarRequest,
@@ -70,6 +72,7 @@ REQUEST_TYPES: dict[str, type[BaseModel]] = {
     "path": PathRequest,
     "alchemy": AlchemyRequest,
     "recommend": RecommendRequest,
+    "instant": InstantRequest,
 }
 # Fields of a QueryRequest the builder sets itself, never the caller.
 OWN_FIELDS = {"type", "request_id", "deadline_ms", "schema_version"}
@@ -92,6 +95,11 @@ class BuiltTrack(BaseModel):
     artist: str | None = None
     album: str | None = None
     duration: float | None = None
+    bpm: float | None = None
+    key: str | None = None
+    energy: float | None = None
+    year: int | None = None
+    genre: str | None = None
     score: float
     found_by: list[str] = Field(default_factory=list)
 
@@ -103,6 +111,7 @@ class BuildAnswer(BaseModel):
     filtered_out: list[BuiltTrack] = Field(
         default_factory=list, description="alchemy: tracks too close to the subtract set."
     )
+    plan: InstantPlan | None = Field(None, description="instant: the sentence as read.")
     request: dict[str, Any] = Field(description="The QueryRequest as published.")
     elapsed_ms: float = Field(description="The query service's time for the answer.")
 
@@ -185,6 +194,7 @@ def build_answer(reply: QueryReply, sent: dict[str, Any]) -> BuildAnswer:
         tracks=[built(t) for t in reply.tracks],
         warnings=reply.warnings,
         filtered_out=[built(t) for t in reply.extra.get("filtered_out", [])],
+        plan=reply.plan,
         request=sent,
         elapsed_ms=reply.elapsed_ms,
     )

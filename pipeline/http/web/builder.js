@@ -23,6 +23,7 @@ const HELP = {
   path: "A walk from one song to another, each step a little closer to the end.",
   alchemy: "Songs like the first set and unlike the second, with a dash of chance.",
   recommend: "A mix from several songs, each weighed, across one or more models.",
+  instant: "A playlist from one sentence: its length, the sound, what to avoid, years, tempo.",
 };
 
 const state = {
@@ -58,11 +59,31 @@ function need(condition, message) {
   if (!condition) throw new Incomplete(message);
 }
 
+/** The filters filled in, as the request's `filters` (null when none is). */
+function filtersOfForm() {
+  const filters = {};
+  const range = (name, low, high) => {
+    const [a, b] = [value(low).trim(), value(high).trim()];
+    if (!a && !b) return;
+    need(a && b, `Give both ends of the ${name} range, or neither.`);
+    filters[name] = [Number(a), Number(b)];
+  };
+  range("bpm", "bpm-low", "bpm-high");
+  range("energy", "energy-low", "energy-high");
+  range("year", "year-low", "year-high");
+  if (value("key").trim()) filters.key = value("key").trim();
+  const genres = value("genre").split(",").map((g) => g.trim()).filter(Boolean);
+  if (genres.length) filters.genre = genres;
+  return Object.keys(filters).length ? filters : null;
+}
+
 /** The request body of the form as it is now (throws Incomplete with what is missing). */
 function bodyOfForm() {
   const models = [...$("models").querySelectorAll("input:checked")].map((box) => box.value);
   need(models.length, "Choose at least one model.");
   const common = { mode: state.mode, models };
+  const filters = filtersOfForm();
+  if (filters) common.filters = filters;
   if (state.mode !== "path") common.limit = number("limit");
   switch (state.mode) {
     case "similar": {
@@ -96,6 +117,11 @@ function bodyOfForm() {
       return { ...common, seeds: seeds.map((s) => ({ track_id: s.track_id, weight: s.weight })),
                merge: value("merge"), diversity: number("recommend-diversity") };
     }
+    case "instant": {
+      const sentence = value("sentence").trim();
+      need(sentence, "Say what you want to hear.");
+      return { ...common, sentence };
+    }
     default:
       throw new Incomplete(`unknown kind ${state.mode}`);
   }
@@ -109,6 +135,7 @@ function suggestedName() {
     path: () => `${first("path-start")} to ${first("path-end")}`,
     alchemy: () => `Alchemy of ${first("alchemy-add")}`,
     recommend: () => `Mix from ${first("recommend-seeds")}`,
+    instant: () => value("sentence").trim(),
   }[state.mode]().slice(0, 200);
 }
 
@@ -150,6 +177,10 @@ function render(answer) {
   $("results").dataset.requestId = answer.request_id;
   player.mark();
   $("warnings").replaceChildren(...answer.warnings.map((w) => h("li", {}, w)));
+  const understood = answer.plan?.understood ?? [];
+  $("understood").replaceChildren(...(understood.length ? understood : ["nothing"])
+    .map((line) => h("li", {}, line)));
+  show($("plan"), Boolean(answer.plan));
   const n = answer.tracks.length;
   text($("result-count"), count(n));
   const left = state.exclude.length ? ` · ${count(state.exclude.length)} left out` : "";
