@@ -151,7 +151,7 @@ async def test_instant_with_a_count_a_key_and_a_tempo_range(running: Running) ->
     assert all(f["key"] == "A" and f["mode"] == "minor" and 118 <= f["bpm"] <= 135 for f in found)
 
 
-@pytest.mark.parametrize("sentence", ["?!", "1234", "... --- ..."])
+@pytest.mark.parametrize("sentence", ["?!", "1234", "xyzzy", "asdf qwerty", "ruhige Klaviermusik"])
 async def test_a_sentence_with_nothing_understood_says_so(running: Running, sentence: str) -> None:
     reply = await ask(running, type="instant", sentence=sentence)
     assert reply.ok and reply.tracks == []
@@ -164,3 +164,13 @@ async def test_contradictory_sentence_conditions_are_named_not_guessed(running: 
     assert reply.plan is not None
     assert any("contradicts an earlier year condition" in w for w in reply.warnings)
     assert reply.plan.filters is not None and reply.plan.filters.year == (1980, 1989)
+
+
+async def test_a_sentence_in_another_language_names_the_words_not_understood(
+    running: Running,
+) -> None:
+    reply = await ask(running, type="instant", sentence="vingt minutes de piano calme")
+    assert reply.ok and reply.plan is not None
+    assert reply.plan.minutes is None  # "vingt" is no number here: nothing is guessed
+    [warning] = [w for w in reply.warnings if w.startswith("words not understood")]
+    assert "vingt" in warning and "piano" not in warning

@@ -15,15 +15,20 @@ from pipeline.recommender import text_search
 from pipeline.recommender.common import Candidate, Outcome, QueryContext, weighted_centroid
 from pipeline.recommender.finish import finish, request_rules
 from pipeline.recommender.index import TrackInfo
-from pipeline.recommender.sentence import read_sentence
+from pipeline.recommender.sentence import FIGURE_WORDS, read_sentence
 from pipeline.schemas.queries import InstantPlan, TextRequest, TrackFilters
 
 CLOSE_ENOUGH_S = 30.0  # a playlist this close to the length asked is done
+# Cosine of a prompt (or word) with its nearest tag under the sentence model, below which
+# it is not taken as a description of music. Measured: descriptions 0.55-0.98 ("sad songs"
+# 0.55, "calm piano" 0.77, "jazz" 0.97), gibberish 0.28-0.44 ("xyzzy" 0.43, "asdf qwerty"
+# 0.28), German "ruhige Klaviermusik" 0.29, French "musique calme" 0.58 ("piano" is a word).
+RECOGNISED = 0.45
 
 
 def run(ctx: QueryContext) -> Outcome:
     request = ctx.request
-    plan = read_sentence(request.sentence)
+    plan = recognised(ctx, read_sentence(request.sentence))
     for warning in plan.warnings:
         ctx.warn(warning)
     if not plan.understood:
@@ -42,6 +47,30 @@ def run(ctx: QueryContext) -> Outcome:
     else:
         found = found[: plan.count or ctx.limit]
     return Outcome(tracks=found, plan=plan)
+
+
+def recognised(ctx: QueryContext, plan: InstantPlan) -> InstantPlan:
+    """The plan without a prompt the sentence model does not take for music (other
+    languages, gibberish), and with a warning naming the prompt's words it does not know."""
+    if not plan.prompt:
+        return plan
+    encoder = ctx.text.encoders[max(ctx.text.encoders)]  # the widest vocabulary (MSD + MTT)
+    if float(encoder.similarities(plan.prompt).max()) < RECOGNISED:
+        warning = (f"{plan.prompt!r} was not recognised as a description of music "
+                   "(English words such as 'calm piano' or 'fast drums'); left out")  # fmt: skip
+        understood = [u for u in plan.understood if not u.startswith(f"{plan.prompt} -> ")]
+        return plan.model_copy(
+            update={"prompt": None, "understood": understood, "warnings": [*plan.warnings, warning]}
+        )
+    unknown = [
+        word
+        for word in plan.prompt.split()
+        if word not in FIGURE_WORDS and float(encoder.similarities(word).max()) < RECOGNISED
+    ]
+    if not unknown:
+        return plan
+    warning = f"words not understood (kept in the description): {', '.join(unknown)}"
+    return plan.model_copy(update={"warnings": [*plan.warnings, warning]})
 
 
 def _text_context(ctx: QueryContext, plan: InstantPlan) -> QueryContext:
