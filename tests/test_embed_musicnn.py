@@ -9,9 +9,11 @@ killed with SIGKILL mid-batch loses nothing when it comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,22 @@ def embed_settings(settings: Settings) -> Settings:
     )
 
 
+@contextlib.asynccontextmanager
+async def embedder_running(settings: Settings, store: VectorStore) -> AsyncIterator[str]:
+    """The `embed-musicnn` consumer running on `store`; yields the model's collection."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=store))
+    try:
+        yield store.collection_name("musicnn")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+
+
+async def rows_stored(store: VectorStore, collection: str, count: int) -> None:
+    await wait_for(lambda: store.has_collection(collection) and store.count(collection) == count)
+
+
 async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
     embed_settings: Settings, producer, lite_store: VectorStore, tmp_path: Path
 ) -> None:
@@ -50,13 +68,8 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
     events.insert(1, track_event(corrupt, "bad"))
     await publish(producer, settings, events)
 
-    collection = lite_store.collection_name("musicnn")
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=lite_store))
-    try:
-        await wait_for(
-            lambda: lite_store.has_collection(collection) and lite_store.count(collection) == 4
-        )
+    async with embedder_running(settings, lite_store) as collection:
+        await rows_stored(lite_store, collection, 4)
         letters = [
             DeadLetter.from_bytes(r.value) for r in await drain(settings, settings.topics.dlq, 1)
         ]
@@ -96,9 +109,6 @@ async def test_tracks_are_embedded_corrupt_ones_dead_lettered(
         (copy_event,) = [e for e in emitted if e.track_id == "t0-copy"]
         assert [d.track_id for d in copy_event.near_duplicates] == ["t0"]
         assert copy_event.near_duplicates[0].similarity > 0.999
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_tempo_key_loudness_and_energy_are_stored_as_fields_filters_can_use(
@@ -113,13 +123,8 @@ async def test_tempo_key_loudness_and_energy_are_stored_as_fields_filters_can_us
         events.append(track_event(path, name))
     await publish(producer, settings, events)
 
-    collection = lite_store.collection_name("musicnn")
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_embedder(settings, "musicnn", stop, store=lite_store))
-    try:
-        await wait_for(
-            lambda: lite_store.has_collection(collection) and lite_store.count(collection) == 3
-        )
+    async with embedder_running(settings, lite_store) as collection:
+        await rows_stored(lite_store, collection, 3)
         rows = lite_store.get(collection, list(tracks), with_vectors=True)
         for name in ("slow", "fast"):
             assert abs(rows[name].bpm - tracks[name][0]) <= 0.02 * tracks[name][0], rows[name]
@@ -132,9 +137,6 @@ async def test_tempo_key_loudness_and_energy_are_stored_as_fields_filters_can_us
         hits = lite_store.search(collection, [rows["slow"].vector], 3, "bpm >= 140", ("bpm",))
         assert [h.track_id for h in hits[0]] == ["fast"]
         assert hits[0][0].fields["bpm"] >= 140
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_sigkill_mid_batch_loses_nothing(

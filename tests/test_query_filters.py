@@ -174,3 +174,12 @@ async def test_a_sentence_in_another_language_names_the_words_not_understood(
     assert reply.plan.minutes is None  # "vingt" is no number here: nothing is guessed
     [warning] = [w for w in reply.warnings if w.startswith("words not understood")]
     assert "vingt" in warning and "piano" not in warning
+
+
+async def test_duplicates_keeps_the_pairs_whose_tracks_both_pass_the_filters(
+    running: Running,
+) -> None:
+    rock = await ask(running, type="duplicates", filters={"genre": ["rock"]})
+    assert [(p.first.track_id, p.second.track_id) for p in rock.pairs] == [("rock0", "rock0-copy")]
+    jazz = await ask(running, type="duplicates", filters={"genre": ["jazz"]})
+    assert jazz.ok and jazz.pairs == []

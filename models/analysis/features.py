@@ -18,10 +18,14 @@ from models.analysis.tempo import MIN_PULSE_CLARITY, estimate_tempo
 from pipeline.errors import InvalidInput
 
 # Bump when an algorithm or constant changes: stored figures must be recomputed.
-ANALYSIS_VERSION = "a1"
+ANALYSIS_VERSION = "a2"
 MIN_SECONDS = 0.4  # one loudness block; shorter audio gets no figure at all
 MIN_TEMPO_SECONDS = 6.0  # a few beats at 60 BPM, and a comb with more than one tooth
 MIN_KEY_SECONDS = 3.0
+# Tempo, key and energy are read from the middle minute of a longer track; loudness from
+# all of it. Measured on a 4-minute track at 16 kHz: the whole track cost 1.5 s (key 0.85,
+# mel 0.48), as much as half of MusiCNN's work; the middle minute a quarter of that.
+EXCERPT_SECONDS = 60.0
 
 
 class AudioFeatures(BaseModel):
@@ -76,16 +80,30 @@ def analyse_audio(samples: np.ndarray, sample_rate: int) -> AudioFeatures:
     if loudness is None:
         warnings.append("silent: no 400-ms block louder than -70 LUFS; no tempo, key or energy")
         return AudioFeatures(**result)
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    mel = mel_frames(audio, sample_rate, rms)
+    middle = excerpt(audio, sample_rate, EXCERPT_SECONDS)
+    rms = _rms(middle) or _rms(audio)  # a silent middle: its mel is zeros, no beat is read
+    mel = mel_frames(middle, sample_rate, rms)
     onsets = onset_strength(mel)
     return AudioFeatures(
         **result,
         **_tempo(onsets, mel.frames_per_s, seconds, warnings),
-        **_key(audio, sample_rate, seconds, warnings),
+        **_key(middle, sample_rate, seconds, warnings),
         loudness_db=round(loudness, 2),
         energy=round(energy_figure(loudness, mel, onsets), 3),
     )
+
+
+def excerpt(audio: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
+    """The middle `seconds` of `audio` (all of it when shorter): a view, not a copy."""
+    length = int(seconds * sample_rate)
+    if audio.size <= length:
+        return audio
+    start = (audio.size - length) // 2
+    return audio[start : start + length]
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
 
 
 def _tempo(onsets: np.ndarray, frames_per_s: float, seconds: float, warnings: list[str]) -> dict:

@@ -51,6 +51,8 @@ def run(ctx: QueryContext) -> Outcome:
         ctx.warn(f"duplicates compares tracks in one model: {index.model}")
     threshold = float(ctx.request.threshold)
     pairs = _pairs_from_scan(ctx, index, threshold)
+    excluded = ctx.excluded()  # `exclude_track_ids` and `filters`: both tracks must pass
+    pairs = [p for p in pairs if p[0] not in excluded and p[1] not in excluded]
     pairs.sort(key=lambda p: (p[2], p[0], p[1]))
     pairs = pairs[: ctx.limit]
     info = index.info({t for a, b, _ in pairs for t in (a, b)})
