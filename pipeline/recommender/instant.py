@@ -108,7 +108,7 @@ def _most_typical(ctx: QueryContext) -> list[Candidate]:
     centre = weighted_centroid(vectors, [1.0] * len(found))
     if centre is None:
         return []
-    hits = index.search(centre[None, :], ctx.limit, excluded)[0]
+    hits = index.search(centre[None, :], ctx.pool_size(1), excluded)[0]
     ranked = [Candidate(t, s, {index.model: s}) for t, s in hits]
     return finish(ctx, indexes, ranked, request_rules(ctx))
 
