@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from models.analysis import AudioFeatures, analyse_audio
+from models.analysis import AudioFeatures
 from models.base import (
     EmbeddingModel,
     ManagedModel,
@@ -37,9 +37,10 @@ from models.base import (
     TrackAudio,
     TrackEmbedding,
 )
-from pipeline.audio import AudioDecodeError, DecodeLimits, decode_audio
+from pipeline.audio import AudioDecodeError, DecodeLimits
 from pipeline.bus import make_consumer, make_producer
 from pipeline.config import Settings
+from pipeline.consumers.track_decoding import decode_and_prepare
 from pipeline.consumers.worker import (
     BatchWorker,
     Delivery,
@@ -268,7 +269,10 @@ class Embedder:
             # cannot be read on this machine (pipeline.navidrome.download).
             async with reachable_audio(event, self.settings.navidrome) as path:
                 decode = functools.partial(
-                    self._decode_and_prepare,
+                    decode_and_prepare,
+                    self.model.model,
+                    self.limits,
+                    self.settings.embed.audio_features,
                     event.track_id,
                     path,
                     segment.start_s if segment else 0.0,
@@ -290,35 +294,6 @@ class Embedder:
             return Failure(delivery, PermanentError(message, stage="audio"))
         decode_ms, prepare_ms, analyse_ms, audio_s = timings
         return Decoded(delivery, audio, decode_ms, prepare_ms, audio_s, analysis, analyse_ms)
-
-    def _decode_and_prepare(
-        self, track_id: str, path: str, start_s: float, end_s: float | None
-    ) -> tuple[TrackAudio, AudioFeatures | None, tuple[float, float, float, float]]:
-        """In a decode thread: the samples, the model's preprocessing of them, and tempo,
-        key, loudness and energy from the same samples (measured at ~8 % of MusiCNN's
-        work: bench/audio_features.py, under the 15 % that would call for a group of its
-        own). Once a model has made its input the samples are let go: they are most of a
-        track's memory while it waits for the network.
-
-        Returns the track, its analysis and the times (ms) of decoding, preparing and
-        analysing, and the seconds of audio.
-        """
-        rate = self.model.model.sample_rate
-        started = time.perf_counter()
-        samples = decode_audio(path, rate, start_s, end_s, self.limits)
-        decoded = time.perf_counter()
-        try:
-            audio = self.model.model.prepare(TrackAudio(track_id, samples))
-        except ValueError as exc:  # samples no model can use (the model says why)
-            raise AudioDecodeError(f"{path}: {exc}") from exc
-        prepared = time.perf_counter()
-        # Too short or silent: None figures and warnings, never an exception.
-        analysis = analyse_audio(samples, rate) if self.settings.embed.audio_features else None
-        analysed = time.perf_counter()
-        if audio.features is not None:
-            audio.drop_samples()
-        times = (decoded - started, prepared - decoded, analysed - prepared)
-        return audio, analysis, (*(t * 1000 for t in times), samples.size / rate)
 
     async def _near_duplicates(
         self, embeddings: list[TrackEmbedding]
