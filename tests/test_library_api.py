@@ -143,7 +143,7 @@ async def test_search_finds_tracks_by_title_artist_and_album(stack: Stack) -> No
 
     tune = await search(stack, "jazz tune 3")
     assert tune[0] == {"track_id": "jazz3", "title": "Jazz Tune 3", "artist": "Quartet 3",
-                       "album": "jazz album", "duration": None}  # fmt: skip
+                       "album": "jazz album", "duration": 230.0}  # fmt: skip
 
     albums = await search(stack, "metal album")
     assert sorted(t["track_id"] for t in albums) == [f"metal{i}" for i in range(6)]
