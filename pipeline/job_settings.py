@@ -71,6 +71,45 @@ class ClusteringSettings(BaseModel):
     )
 
 
+MixSource = Literal["fingerprint", "recent", "favorites", "all", "discovery"]
+
+
+class MixSpec(BaseModel):
+    """One mix every user gets: its playlist name and which listening it grows from."""
+
+    name: str = Field(min_length=1, max_length=100, description="The playlist's name.")
+    source: MixSource = Field(
+        "fingerprint",
+        description="fingerprint: plays x recency; recent, favorites, all, discovery: the "
+        "seed modes (discovery: only tracks the user never played).",
+    )
+
+
+def default_mixes() -> list[MixSpec]:
+    return [
+        MixSpec(name="Daily Mix", source="fingerprint"),
+        MixSpec(name="Favourites Mix", source="favorites"),
+        MixSpec(name="Discovery Mix", source="discovery"),
+    ]
+
+
+class DailyMixSettings(BaseModel):
+    """Per-user mixes refreshed on a schedule (`daily_mixes` job); a job's params override."""
+
+    users: list[str] = Field(
+        default_factory=list, description="Navidrome user names (empty: every user)."
+    )
+    mixes: list[MixSpec] = Field(default_factory=default_mixes, min_length=1, max_length=10)
+    size: int = Field(25, ge=1, le=500, description="Songs per mix.")
+    no_repeat_days: float = Field(
+        7.0, ge=0, description="A song is not in the same mix again within this many days."
+    )
+    models: list[str] = Field(default_factory=lambda: ["musicnn"], min_length=1)
+    answer_timeout_s: float = Field(
+        60.0, gt=0, description="How long one mix may wait for the query service."
+    )
+
+
 class CleaningSettings(BaseModel):
     """Reconciling the collections with the `tracks` topic (`sonicbus clean`)."""
 
@@ -114,3 +153,4 @@ class JobsSettings(BaseModel):
     )
     clustering: ClusteringSettings = Field(default_factory=ClusteringSettings)
     cleaning: CleaningSettings = Field(default_factory=CleaningSettings)
+    daily_mixes: DailyMixSettings = Field(default_factory=DailyMixSettings)

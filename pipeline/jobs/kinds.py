@@ -5,10 +5,12 @@ from __future__ import annotations
 from pipeline.jobs.cleaning import run_cleaning
 from pipeline.jobs.clustering import run_clustering
 from pipeline.jobs.context import JobRunner
+from pipeline.jobs.daily_mixes import run_daily_mixes
 from pipeline.jobs.scan import run_scan
 
 RUNNERS: dict[str, JobRunner] = {
     "clustering": run_clustering,
     "cleaning": run_cleaning,
     "scan": run_scan,
+    "daily_mixes": run_daily_mixes,
 }

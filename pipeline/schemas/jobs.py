@@ -27,8 +27,8 @@ from pydantic import Field, field_validator
 
 from pipeline.schemas.base import Record, SchemaError, utc_now
 
-JobKind = Literal["clustering", "cleaning", "scan"]
-JOB_KINDS: tuple[str, ...] = ("clustering", "cleaning", "scan")
+JobKind = Literal["clustering", "cleaning", "scan", "daily_mixes"]
+JOB_KINDS: tuple[str, ...] = ("clustering", "cleaning", "scan", "daily_mixes")
 JobStatus = Literal[
     "accepted",
     "refused",

@@ -1,0 +1,151 @@
+"""Daily mixes on a real Navidrome: two users who listen differently each get mixes that follow
+their own plays and stars, written as playlists they own, refreshed three times under the
+radio rules (no artist twice in a row, no song again within the no-repeat window). Users
+who do not exist or have nothing to build from are warned about, and nothing is written
+for them.
+
+The vectors are synthetic (one direction per genre) and keyed by the ids Navidrome gave
+the test's files, so what "follows their plays" means can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.consumers.query import QueryService
+from pipeline.job_settings import DailyMixSettings, JobsSettings, MixSpec
+from pipeline.jobs.daily_mixes import radio_order
+from pipeline.schemas import TrackMetadata
+from pipeline.schemas.queries import ScoredTrack
+from pipeline.store import VectorRow, VectorStore
+from pipeline.topics import ensure_topics
+from tests.fixtures.jobs import fill_store, run_job, running_worker
+from tests.fixtures.navidrome import NavidromeServer, Song, write_songs
+from tests.fixtures.services import base_settings
+
+pytestmark = pytest.mark.timeout(300)
+
+GENRES = ("rock", "jazz", "ambient")
+PER_GENRE = 15
+DAY = 86400.0
+
+
+def owned_playlists(server: NavidromeServer, user: str) -> dict[str, list[str]]:
+    """name -> song ids of the playlists `user` owns, as `user` sees them."""
+    found = (server.subsonic("getPlaylists", user).get("playlists") or {}).get("playlist") or []
+    return {
+        p["name"]: [s["id"] for s in server.subsonic("getPlaylist", user, id=p["id"])
+                    ["playlist"].get("entry") or []]
+        for p in found if p.get("owner") == user
+    }  # fmt: skip
+
+
+def artist_of(name: str) -> str:
+    """rock4 -> "rock band 1", as genre_library tags it."""
+    genre = name.rstrip("0123456789")
+    return f"{genre} band {int(name[len(genre) :]) % 3}"
+
+
+def genre_library(server: NavidromeServer, folder: Path, store: VectorStore) -> dict[str, str]:
+    """rock0..ambient14 in Navidrome (3 artists a genre) and in the store; name -> id."""
+    songs = [
+        Song(f"{g}/{g}{i}.mp3", TrackMetadata(title=f"{g}{i}", artist=f"{g} band {i % 3}"),
+             seconds=1.0)
+        for g in GENRES for i in range(PER_GENRE)
+    ]  # fmt: skip
+    write_songs(folder, songs)
+    server.rescan()
+    ids = {p.stem: i for p, i in server.ids_by_path(folder).items()}
+    assert len(ids) == len(songs)
+    rng = np.random.default_rng(5)
+    rows = []
+    for axis, genre in enumerate(GENRES):
+        for i in range(PER_GENRE):
+            vector = np.zeros(16, np.float32)
+            vector[axis] = 1.0
+            vector += rng.normal(0, 0.1, 16).astype(np.float32)
+            name = f"{genre}{i}"
+            rows.append(VectorRow(ids[name], vector, artist=f"{genre} band {i % 3}", title=name))
+    fill_store(store, rows)
+    return ids
+
+
+async def test_two_users_get_their_own_mixes_refreshed_three_times_under_radio_rules(
+    kafka_broker: str,
+    navidrome_server: NavidromeServer,
+    navidrome_folder: Path,
+    lite_store: VectorStore,
+    tmp_path: Path,
+) -> None:
+    server = navidrome_server
+    ids = genre_library(server, navidrome_folder, lite_store)
+    name_of = {v: k for k, v in ids.items()}
+    rocker, jazzer, quiet = server.create_user(), server.create_user(), server.create_user()
+    now = time.time()
+    for name, days_ago in (("rock0", 1), ("rock0", 2), ("rock1", 3), ("rock2", 9)):
+        server.scrobble(rocker, ids[name], now - days_ago * DAY)
+    for name, days_ago in (("jazz0", 1), ("jazz1", 1), ("jazz1", 4)):
+        server.scrobble(jazzer, ids[name], now - days_ago * DAY)
+    server.star(jazzer, ids["ambient0"])
+    server.star(jazzer, ids["ambient1"])
+
+    mixes = DailyMixSettings(
+        users=[rocker, jazzer, quiet, "nobody-by-that-name"],
+        mixes=[MixSpec(name="Daily Mix", source="fingerprint"),
+               MixSpec(name="Favourites Mix", source="favorites")],
+        size=4, no_repeat_days=7,
+    )  # fmt: skip
+    base = base_settings(home=tmp_path, jobs=JobsSettings(daily_mixes=mixes))
+    settings = server.settings(base)  # the admin, and Navidrome's database for everyone's plays
+    await ensure_topics(settings.kafka, settings.topics)
+    service = QueryService(settings, lite_store)
+    await service.start()
+    runs: dict[tuple[str, str], list[list[str]]] = {}
+    try:
+        await asyncio.wait_for(service.ready.wait(), 60)
+        async with running_worker(settings, lite_store):
+            for _refresh in range(3):
+                final, _ = await run_job(settings, "daily_mixes", {}, timeout=150)
+                assert final.status == "done", final.message
+                warnings = "\n".join(final.result["warnings"])
+                assert "Navidrome has no user 'nobody-by-that-name'" in warnings
+                assert f"{quiet}: Daily Mix: not made" in warnings
+                assert f"{rocker}: Favourites Mix: not made" in warnings
+                assert final.result["written"] == 3
+                for user in (rocker, jazzer):
+                    for mix, songs in owned_playlists(server, user).items():
+                        runs.setdefault((user, mix), []).append([name_of[i] for i in songs])
+                assert owned_playlists(server, quiet) == {}
+    finally:
+        await service.stop()
+
+    assert set(runs) == {(rocker, "Daily Mix"), (jazzer, "Daily Mix"),
+                         (jazzer, "Favourites Mix")}  # fmt: skip
+    # Each mix follows what its user did: rock plays, jazz plays, ambient stars.
+    expected = {(rocker, "Daily Mix"): "rock", (jazzer, "Daily Mix"): "jazz",
+                (jazzer, "Favourites Mix"): "ambient"}  # fmt: skip
+    for key, genre in expected.items():
+        assert len(runs[key]) == 3, key  # one playlist, refreshed: never a second of that name
+        for songs in runs[key]:
+            assert len(songs) == 4 and all(s.startswith(genre) for s in songs), (key, songs)
+            artists = [artist_of(s) for s in songs]
+            assert all(a != b for a, b in itertools.pairwise(artists)), songs
+        every = [s for songs in runs[key] for s in songs]
+        assert len(set(every)) == 12, f"a song came back within the no-repeat window: {runs[key]}"
+    assert not {"rock0", "rock1", "rock2"} & {s for r in runs[(rocker, "Daily Mix")] for s in r}
+
+
+def test_radio_order_never_puts_one_artist_twice_in_a_row() -> None:
+    ranked = [ScoredTrack(track_id=f"t{i}", score=1 - i / 10, artist=a)
+              for i, a in enumerate(["A", "A", "A", "B", "a ", "C", None, None])]  # fmt: skip
+    order = radio_order(ranked, size=10)
+    assert [t.track_id for t in order] == ["t0", "t3", "t1", "t5", "t2", "t6", "t4", "t7"]
+    # "a " is A; a song without an artist clashes with nobody. With only A's songs, the mix
+    # ends after one rather than break the rule.
+    assert [t.track_id for t in radio_order(ranked[:3], size=3)] == ["t0"]
