@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from pipeline.schemas import TrackMetadata
 from pipeline.schemas.queries import ScoredTrack
 from pipeline.store import VectorRow, VectorStore
 from pipeline.topics import ensure_topics
+from tests.fixtures.browser import expect, screenshots, serve
 from tests.fixtures.jobs import fill_store, run_job, running_worker
 from tests.fixtures.navidrome import NavidromeServer, Song, write_songs
 from tests.fixtures.services import base_settings
@@ -82,6 +84,7 @@ async def test_two_users_get_their_own_mixes_refreshed_three_times_under_radio_r
     navidrome_folder: Path,
     lite_store: VectorStore,
     tmp_path: Path,
+    page: Any,
 ) -> None:
     server = navidrome_server
     ids = genre_library(server, navidrome_folder, lite_store)
@@ -122,6 +125,7 @@ async def test_two_users_get_their_own_mixes_refreshed_three_times_under_radio_r
                     for mix, songs in owned_playlists(server, user).items():
                         runs.setdefault((user, mix), []).append([name_of[i] for i in songs])
                 assert owned_playlists(server, quiet) == {}
+            await the_builder_page_shows_each_users_mixes(settings, lite_store, page, rocker)
     finally:
         await service.stop()
 
@@ -139,6 +143,32 @@ async def test_two_users_get_their_own_mixes_refreshed_three_times_under_radio_r
         every = [s for songs in runs[key] for s in songs]
         assert len(set(every)) == 12, f"a song came back within the no-repeat window: {runs[key]}"
     assert not {"rock0", "rock1", "rock2"} & {s for r in runs[(rocker, "Daily Mix")] for s in r}
+
+
+async def the_builder_page_shows_each_users_mixes(
+    settings: Any, store: VectorStore, page: Any, rocker: str
+) -> None:
+    """The page lists the latest run's mixes per user; Refresh now runs the job again."""
+    async with serve(settings, store) as url:
+        await page.goto(url + "/builder")
+        users = page.get_by_test_id("mix-user")
+        await expect(users).to_have_count(2)
+        await expect(page.get_by_test_id("mixes-summary")).to_contain_text("3 mixes for 2 users")
+        rocker_mix = page.locator(f'[data-user="{rocker}"] [data-name="Daily Mix"]')
+        await rocker_mix.locator("summary").click()
+        songs = rocker_mix.get_by_test_id("mix-song")
+        await expect(songs).to_have_count(4)
+        before = await songs.all_inner_texts()
+        await expect(page.get_by_test_id("mix-warnings")).to_contain_text("nobody-by-that-name")
+        await screenshots(page, "daily-mixes")
+
+        await page.get_by_test_id("refresh-mixes").click()
+        await expect(page.get_by_test_id("mixes-summary")).to_contain_text(
+            "3 mixes for 2 users", timeout=120_000
+        )
+        await rocker_mix.locator("summary").click()
+        await expect(songs).to_have_count(4)
+        assert not set(before) & set(await songs.all_inner_texts())  # a fourth refresh, no repeat
 
 
 def test_radio_order_never_puts_one_artist_twice_in_a_row() -> None:

@@ -139,6 +139,29 @@ def register(app: typer.Typer) -> None:
             params["model"] = model
         _submit(ctx, "clustering", params, wait, answer_timeout)
 
+    @app.command("mixes")
+    def mixes_command(
+        ctx: typer.Context,
+        wait: WaitOption = False,
+        user: Annotated[
+            list[str] | None, typer.Option("--user", "-u", help="Only this Navidrome user.")
+        ] = None,
+        size: Annotated[int | None, typer.Option(help="Songs per mix.")] = None,
+        param: ParamOption = None,
+        answer_timeout: AnswerTimeout = 10.0,
+    ) -> None:
+        """Each Navidrome user's daily mixes (a job): built from their plays, favourites and
+        ratings, no artist twice in a row, no song again within no_repeat_days, written as
+        playlists the user owns (needs an admin in navidrome.user, and navidrome.db_path for
+        other users' plays). jobs.daily_mixes.* are the defaults; schedule it with
+        jobs.schedules."""
+        params = parse_params(param)
+        if user:
+            params["users"] = user
+        if size is not None:
+            params["size"] = size
+        _submit(ctx, "daily_mixes", params, wait, answer_timeout)
+
     @app.command("clean")
     def clean_command(
         ctx: typer.Context,

@@ -7,6 +7,8 @@
   when no worker answered in time (the request waits on the bus); 422 bad params;
 - GET /api/jobs/{id}: its latest event (404 unknown);
 - POST /api/jobs/{id}/cancel: 202 (404 unknown, 409 already ended);
+- GET /api/mixes: every user's daily mixes, as the latest finished `daily_mixes` job wrote
+  them (the builder page shows them);
 - GET /api/schedules: the effective schedules (config and API), each with its source;
 - PUT /api/schedules [ {name, kind, cron, params, enabled}, ... ]: replace the API's
   schedules (422 for an invalid cron expression).
@@ -15,6 +17,7 @@ Reads follow `reader_access`, writes `admin_access` (pipeline.http.auth).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -31,6 +34,7 @@ from pipeline.jobs.client import (
     make_request,
     publish_request,
 )
+from pipeline.jobs.daily_mixes import WrittenMix
 from pipeline.jobs.schedules import ScheduleView, effective_schedules, put_schedules
 from pipeline.schemas.jobs import JobEvent, JobKind, Schedule
 
@@ -41,6 +45,32 @@ class JobSubmission(BaseModel):
     kind: JobKind
     params: dict[str, Any] = Field(default_factory=dict)
     wait_s: float = Field(5.0, ge=0, le=60, description="How long to wait for the answer.")
+
+
+class UserMixes(BaseModel):
+    user: str
+    mixes: dict[str, WrittenMix]
+
+
+class MixesView(BaseModel):
+    """The latest finished `daily_mixes` run: what each user got, and its warnings."""
+
+    job_id: str | None = Field(None, description="None: no run has finished yet.")
+    at: datetime | None = None
+    users: list[UserMixes] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+def latest_mixes(events: list[JobEvent]) -> MixesView:
+    done = [e for e in events if e.kind == "daily_mixes" and e.status == "done" and e.result]
+    if not done:
+        return MixesView()
+    latest = max(done, key=lambda e: e.at)
+    result = latest.result or {}
+    users = [UserMixes(user=user, mixes=report.get("mixes") or {})
+             for user, report in sorted((result.get("users") or {}).items())]  # fmt: skip
+    return MixesView(job_id=latest.job_id, at=latest.at, users=users,
+                     warnings=result.get("warnings") or [])  # fmt: skip
 
 
 def jobs_router(settings: Settings) -> APIRouter:
@@ -78,6 +108,10 @@ def jobs_router(settings: Settings) -> APIRouter:
                  dependencies=admin_only)  # fmt: skip
     async def cancel(job_id: str) -> JobEvent:
         return await cancel_job(settings, job_id, by="http")
+
+    @router.get("/mixes", response_model=MixesView, dependencies=reader_only)
+    async def mixes() -> MixesView:
+        return latest_mixes(await list_jobs(settings, 1000))
 
     @router.get("/schedules", response_model=list[ScheduleView], dependencies=reader_only)
     async def schedules() -> list[ScheduleView]:

@@ -7,6 +7,7 @@
 import { ApiError, downloadM3u8, get, post } from "./api.js";
 import { h, show, text } from "./dom.js";
 import { count } from "./format.js";
+import { startMixes } from "./mixes.js";
 import { startPage } from "./page.js";
 import { TrackPicker } from "./picker.js";
 import { Player, trackRow } from "./player.js";
@@ -283,6 +284,7 @@ for (const button of document.querySelectorAll(".modes button")) {
 async function start() {
   setMode("similar");
   if (!(await startPage($("problem")))) return;
+  startMixes();
   const options = await get("/api/playlists/options");
   $("models").replaceChildren(...options.models.map((model, i) =>
     h("label", { class: "check" },
