@@ -117,6 +117,27 @@ def test_unknown_figures_fail_a_filter_on_them_and_a_key_without_mode_matches_bo
     assert track_test(TrackFilters(key="a min"))(a_minor)
 
 
+async def test_tempo_and_energy_words_in_a_text_prompt_become_filters_shown_in_the_reply(
+    running: Running,
+) -> None:
+    calm = await ask(running, type="text", prompt="calm", limit=10)
+    found = figures(running, calm)
+    assert found and all(f["energy"] <= 0.4 for f in found), found
+    assert calm.plan is not None and calm.plan.understood == ["calm -> energy [0, 0.4]"]
+
+    slow_jazz = await ask(running, type="text", prompt="slow jazz", limit=10)
+    assert all(f["bpm"] <= 95 for f in figures(running, slow_jazz))
+    assert slow_jazz.tracks[0].genre == "Jazz"  # the words also stay in the prompt
+
+    # A filter the request gives wins over the word's range, field by field.
+    fast = await ask(running, type="text", prompt="fast", limit=10, filters={"bpm": [150, 200]})
+    assert {f["genre"] for f in figures(running, fast)} == {"Metal"}
+    assert fast.plan is not None and fast.plan.filters.bpm == (150, 200)  # type: ignore[union-attr]
+
+    plain = await ask(running, type="text", prompt="rock", limit=5)
+    assert plain.plan is None and plain.tracks
+
+
 EXAMPLE = "20 minutes of calm piano, nothing before 1990, no more than two songs per artist"
 
 

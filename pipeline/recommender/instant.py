@@ -37,7 +37,7 @@ def run(ctx: QueryContext) -> Outcome:
         return Outcome(tracks=[], plan=plan)
     sub = _text_context(ctx, plan)
     if plan.prompt:
-        found = text_search.run(sub).tracks
+        found = text_search.ranked_by_text(sub)
     else:
         ctx.warn("no sound described: the tracks that meet the conditions, most typical first")
         found = _most_typical(sub)

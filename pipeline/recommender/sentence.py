@@ -107,6 +107,18 @@ def read_sentence(sentence: str) -> InstantPlan:
     return _plan(reading, prompt or None)
 
 
+def figure_words(prompt: str) -> tuple[TrackFilters | None, list[str]]:
+    """The tempo and energy words of a `text` prompt ("fast", "calm") as filters, and each
+    word with its meaning; (None, []) when it has none. Same table as the sentences."""
+    reading = _Reading(prompt)
+    for word in re.findall(r"[a-z]+", prompt.lower()):
+        if word in FIGURE_WORDS:
+            name, (low, high) = FIGURE_WORDS[word]
+            reading.narrow(name, low, high, word)
+    plan = _plan(reading, None)
+    return plan.filters, plan.understood + plan.warnings
+
+
 def _lengths(reading: _Reading) -> None:
     cap = rf"(?:no more than|not more than|at most|max(?:imum)?|up to|only)\s+{NUMBER}\s+"
     for m in reading.take(cap + rf"{SONGS}?\s*(?:per|by|from (?:each|any|one)|each)\s+artists?"):

@@ -19,12 +19,15 @@ import numpy as np
 from models.base import ModelUnavailable
 from models.text import NATIVE_TEXT_MODELS
 from pipeline.errors import Unavailable
-from pipeline.recommender.common import Outcome, QueryContext, weighted_centroid
+from pipeline.recommender.common import Candidate, Outcome, QueryContext, weighted_centroid
+from pipeline.recommender.filters import filtered_out
 from pipeline.recommender.finish import finish, request_rules
 from pipeline.recommender.index import NEG_INF, ModelIndex
 from pipeline.recommender.merge import merge
 from pipeline.recommender.penalties import prompt_directions
 from pipeline.recommender.prompts import TextSupport
+from pipeline.recommender.sentence import figure_words
+from pipeline.schemas.queries import InstantPlan, TrackFilters
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,37 @@ def _best(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argpartition(scores, len(scores) - count)[len(scores) - count :]
 
 
+def apply_figure_words(ctx: QueryContext) -> InstantPlan | None:
+    """Tempo and energy words in the prompt become filters, as in an `instant` sentence.
+
+    "fast" means bpm 120-300, "calm" energy 0-0.4 (`sentence.FIGURE_WORDS`); the
+    words also stay in the prompt, where the tags know them. Filters the request
+    gives itself win, field by field. When no track passes the word filters (the
+    library's figures are not measured yet), they are dropped with a warning and
+    the words only steer the text search. The reply's `plan` shows what was read."""
+    request = ctx.request
+    implied, understood = figure_words(request.prompt)
+    if implied is None:
+        return None
+    given = request.filters.model_dump(exclude_none=True) if request.filters else {}
+    merged = TrackFilters(**{**implied.model_dump(exclude_none=True), **given})
+    if filtered_out(ctx.models(), implied)[1] == 0:
+        ctx.warn(f"no track has tempo or energy figures for {', '.join(understood)}: "
+                 "those words only steer the text search")  # fmt: skip
+        return InstantPlan(prompt=request.prompt, understood=understood)
+    ctx.request = request.model_copy(update={"filters": merged})
+    return InstantPlan(prompt=request.prompt, filters=merged, understood=understood)
+
+
 def run(ctx: QueryContext) -> Outcome:
-    """The `text` request: prompt (and negative prompts) over every requested model."""
+    """The `text` request: its tempo and energy words as filters, then the text search."""
+    plan = apply_figure_words(ctx)
+    return Outcome(tracks=ranked_by_text(ctx), plan=plan)
+
+
+def ranked_by_text(ctx: QueryContext) -> list[Candidate]:
+    """The prompt (and negative prompts) over every requested model, finished (filters,
+    artist cap, limit). `instant` calls it with the filters its sentence already gave."""
     request = ctx.request
     text: TextSupport = ctx.text
     indexes = ctx.models()
@@ -95,7 +127,7 @@ def run(ctx: QueryContext) -> Outcome:
     if not rankings:
         raise_no_text(ctx)
     merged = merge(rankings, [i.model for i in indexes], "union")
-    return Outcome(tracks=finish(ctx, indexes, merged, request_rules(ctx)))
+    return finish(ctx, indexes, merged, request_rules(ctx))
 
 
 def raise_no_text(ctx: QueryContext) -> None:

@@ -294,7 +294,9 @@ class QueryReply(Record):
     pairs: list[DuplicatePair] = Field(
         default_factory=list, description="`duplicates`: the near-identical pairs."
     )
-    plan: InstantPlan | None = Field(None, description="`instant`: the sentence as read.")
+    plan: InstantPlan | None = Field(
+        None, description="`instant`: the sentence as read; `text`: its tempo/energy words."
+    )
     warnings: list[str] = Field(default_factory=list)
     error: ReplyError | None = None
     elapsed_ms: float = 0.0
