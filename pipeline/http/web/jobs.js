@@ -1,4 +1,4 @@
-// The jobs page: start a clustering, cleaning or scan job (POST /api/jobs), follow it live
+// The jobs page: start a clustering, cleaning, scan or daily mixes job (POST /api/jobs), follow it live
 // (GET /api/jobs/<id> every second: runs done / total, best score, stage) and cancel it, the
 // last results (GET /api/jobs), the automatic playlists of the last clustering with their
 // songs (its `done` event's result), and the schedules (GET/PUT /api/schedules).
