@@ -38,16 +38,6 @@ PER_GENRE = 15
 DAY = 86400.0
 
 
-def owned_playlists(server: NavidromeServer, user: str) -> dict[str, list[str]]:
-    """name -> song ids of the playlists `user` owns, as `user` sees them."""
-    found = (server.subsonic("getPlaylists", user).get("playlists") or {}).get("playlist") or []
-    return {
-        p["name"]: [s["id"] for s in server.subsonic("getPlaylist", user, id=p["id"])
-                    ["playlist"].get("entry") or []]
-        for p in found if p.get("owner") == user
-    }  # fmt: skip
-
-
 def artist_of(name: str) -> str:
     """rock4 -> "rock band 1", as genre_library tags it."""
     genre = name.rstrip("0123456789")
@@ -122,9 +112,9 @@ async def test_two_users_get_their_own_mixes_refreshed_three_times_under_radio_r
                 assert f"{rocker}: Favourites Mix: not made" in warnings
                 assert final.result["written"] == 3
                 for user in (rocker, jazzer):
-                    for mix, songs in owned_playlists(server, user).items():
+                    for mix, songs in server.owned_playlists(user).items():
                         runs.setdefault((user, mix), []).append([name_of[i] for i in songs])
-                assert owned_playlists(server, quiet) == {}
+                assert server.owned_playlists(quiet) == {}
             await the_builder_page_shows_each_users_mixes(settings, lite_store, page, rocker)
     finally:
         await service.stop()

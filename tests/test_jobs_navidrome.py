@@ -20,16 +20,6 @@ from tests.fixtures.services import base_settings
 pytestmark = pytest.mark.timeout(240)
 
 
-def playlists_of(server: NavidromeServer, user: str) -> dict[str, list[str]]:
-    """name -> song ids of the user's playlists."""
-    found = (server.subsonic("getPlaylists", user).get("playlists") or {}).get("playlist") or []
-    return {
-        p["name"]: [s["id"] for s in server.subsonic("getPlaylist", user, id=p["id"])
-                    ["playlist"].get("entry") or []]
-        for p in found if p.get("owner") == user
-    }  # fmt: skip
-
-
 async def test_clustering_replaces_the_automatic_playlists_on_navidrome(
     kafka_broker: str,
     navidrome_server: NavidromeServer,
@@ -61,7 +51,7 @@ async def test_clustering_replaces_the_automatic_playlists_on_navidrome(
     assert final.status == "done", final.message
     names = [p["name"] for p in final.result["playlists"]]
     assert len(names) == 3 and final.result["navidrome"]["deleted"] == 1
-    after = playlists_of(navidrome_server, user)
+    after = navidrome_server.owned_playlists(user)
     assert set(after) == {"My own", *(f"{n} (auto)" for n in names)}
     planted = {library.labels[i] for n in names for i in after[f"{n} (auto)"]}
     assert planted == {0, 1, 2}
@@ -79,6 +69,6 @@ async def test_clustering_replaces_the_automatic_playlists_on_navidrome(
     assert failed.status == "failed"
     assert "the playlists were not written" in failed.message
     assert "Navidrome" in failed.message or "navidrome" in failed.message.lower()
-    assert playlists_of(navidrome_server, user) == after
+    assert navidrome_server.owned_playlists(user) == after
     assert sorted(p.name for p in (tmp_path / "playlists").iterdir()) == m3u_before
     assert not list(tmp_path.glob(".playlists.new-*"))
