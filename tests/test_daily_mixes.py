@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from pipeline.consumers.query import QueryService
+from pipeline.errors import InvalidInput
 from pipeline.job_settings import DailyMixSettings, JobsSettings, MixSpec
+from pipeline.jobs.client import check_params
 from pipeline.jobs.daily_mixes import radio_order
 from pipeline.schemas import TrackMetadata
 from pipeline.schemas.queries import ScoredTrack
@@ -28,7 +30,7 @@ from pipeline.store import VectorRow, VectorStore
 from pipeline.topics import ensure_topics
 from tests.fixtures.browser import expect, screenshots, serve
 from tests.fixtures.jobs import fill_store, run_job, running_worker
-from tests.fixtures.navidrome import NavidromeServer, Song, write_songs
+from tests.fixtures.navidrome import NavidromeServer, Song, free_port, write_songs
 from tests.fixtures.services import base_settings
 
 pytestmark = pytest.mark.timeout(300)
@@ -161,6 +163,26 @@ async def the_builder_page_shows_each_users_mixes(
         assert not set(before) & set(await songs.all_inner_texts())  # a fourth refresh, no repeat
 
 
+async def test_navidrome_down_or_a_user_who_is_not_admin_fails_the_job_clearly(
+    kafka_broker: str, navidrome_server: NavidromeServer, lite_store: VectorStore, tmp_path: Path
+) -> None:
+    settings = navidrome_server.settings(base_settings(home=tmp_path))
+    await ensure_topics(settings.kafka, settings.topics)
+    down = settings.model_copy(deep=True)
+    down.navidrome.url = f"http://127.0.0.1:{free_port()}"
+    plain_user = navidrome_server.settings(settings, user=navidrome_server.create_user())
+    # Each case its own worker: a job runs with its worker's settings.
+    async with running_worker(down, lite_store):
+        failed, _ = await run_job(down, "daily_mixes", {}, timeout=60)
+    assert failed.status == "failed" and "cannot log in" in failed.message, failed.message
+    async with running_worker(plain_user, lite_store):
+        refused, _ = await run_job(plain_user, "daily_mixes", {}, timeout=60)
+    assert refused.status == "failed" and "is not an admin" in refused.message, refused.message
+    async with running_worker(settings, lite_store):
+        unknown, _ = await run_job(settings, "daily_mixes", {"users": ["nobody"]}, timeout=60)
+    assert unknown.status != "done" and "no user 'nobody'" in unknown.message, unknown.message
+
+
 def test_radio_order_never_puts_one_artist_twice_in_a_row() -> None:
     ranked = [ScoredTrack(track_id=f"t{i}", score=1 - i / 10, artist=a)
               for i, a in enumerate(["A", "A", "A", "B", "a ", "C", None, None])]  # fmt: skip
@@ -169,3 +191,16 @@ def test_radio_order_never_puts_one_artist_twice_in_a_row() -> None:
     # "a " is A; a song without an artist clashes with nobody. With only A's songs, the mix
     # ends after one rather than break the rule.
     assert [t.track_id for t in radio_order(ranked[:3], size=3)] == ["t0"]
+
+
+def test_bad_mix_params_are_refused_before_anything_is_published() -> None:
+    settings = base_settings()
+    with pytest.raises(InvalidInput, match="size"):
+        check_params(settings, "daily_mixes", {"size": 0})
+    with pytest.raises(InvalidInput, match="unknown daily_mixes params"):
+        check_params(settings, "daily_mixes", {"colour": "blue"})
+    twice = [{"name": "Mine", "source": "recent"}, {"name": "Mine", "source": "discovery"}]
+    with pytest.raises(InvalidInput, match="must differ"):
+        check_params(settings, "daily_mixes", {"mixes": twice})
+    with pytest.raises(InvalidInput, match="source"):
+        check_params(settings, "daily_mixes", {"mixes": [{"name": "X", "source": "random"}]})

@@ -19,6 +19,7 @@ from pipeline.config import Settings
 from pipeline.errors import Conflict, InvalidInput, NotFound
 from pipeline.jobs.cleaning import CleaningParams
 from pipeline.jobs.clustering import clustering_options
+from pipeline.jobs.daily_mixes import mix_options
 from pipeline.jobs.events import JobEventsFollower, JobsUnavailable, read_job_board, send_event
 from pipeline.schemas.jobs import JOB_KINDS, JobEvent, JobRequest
 from pipeline.topics import ensure_topics, jobs_topic
@@ -35,6 +36,8 @@ def check_params(settings: Settings, kind: str, params: dict[str, Any]) -> None:
         raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
     if kind == "clustering":
         clustering_options(settings.jobs.clustering, params)
+    elif kind == "daily_mixes":
+        mix_options(settings.jobs.daily_mixes, params)
     elif kind == "cleaning":
         try:
             CleaningParams.model_validate(params)
