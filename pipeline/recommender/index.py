@@ -21,8 +21,9 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -159,7 +160,7 @@ class ModelIndex:
         self._z_cache: tuple[int, np.ndarray] | None = None
         self._changes: deque[tuple[int, frozenset[str]]] = deque()
         self._logged = 0  # ids in _changes
-        self.batcher: Batcher[_Job, tuple[View, Any]] = Batcher(self._run_jobs)
+        self.batcher: Batcher[_Job, tuple[View, Any]] = Batcher(_weakly(self._run_jobs))
 
     # -- loading and updates ------------------------------------------------
 
@@ -475,3 +476,24 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
     grown = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+_Jobs = Callable[[Sequence[_Job]], list[tuple[View, Any]]]
+
+
+def _weakly(method: _Jobs) -> _Jobs:
+    """`method` without a strong reference to its index.
+
+    A batcher holding its index would make a reference cycle, and the query
+    service's gc.freeze() (pipeline.consumers.query.freeze_heap) keeps frozen
+    cycles for ever: every index a reconcile rebuild replaced stayed in memory.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def run(jobs: Sequence[_Job]) -> list[tuple[View, Any]]:
+        bound = ref()
+        if bound is None:
+            raise ReferenceError("the index behind this batcher was freed")
+        return bound(jobs)
+
+    return run

@@ -56,11 +56,20 @@ class SongCatalog:
     """Lookup maps over one index's metadata (thread-safe; see the module docstring)."""
 
     def __init__(self, index: ModelIndex) -> None:
-        self.index = index
+        # Weakly: `_catalogs` is keyed weakly by the index, and a value holding its key
+        # would keep every index a reconcile replaced alive for ever.
+        self._index = weakref.ref(index)
         self._lock = threading.Lock()
         self._version = -1
         self._keys: dict[str, list[tuple[str, str]]] = {}
         self._maps: dict[str, dict[str, set[str]]] = {name: {} for name in MAPS}
+
+    @property
+    def index(self) -> ModelIndex:
+        index = self._index()
+        if index is None:
+            raise ReferenceError("the index of this song catalog was freed")
+        return index
 
     def _refresh(self) -> None:
         """Caller holds the lock."""
