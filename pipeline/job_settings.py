@@ -99,12 +99,20 @@ class DailyMixSettings(BaseModel):
     users: list[str] = Field(
         default_factory=list, description="Navidrome user names (empty: every user)."
     )
-    mixes: list[MixSpec] = Field(default_factory=default_mixes, min_length=1, max_length=10)
+    mixes: list[MixSpec] = Field(
+        default_factory=default_mixes,
+        min_length=1,
+        max_length=10,
+        description="Each user's mixes: [{name, source}]; default Daily (fingerprint), "
+        "Favourites (favorites) and Discovery (discovery).",
+    )
     size: int = Field(25, ge=1, le=500, description="Songs per mix.")
     no_repeat_days: float = Field(
         7.0, ge=0, description="A song is not in the same mix again within this many days."
     )
-    models: list[str] = Field(default_factory=lambda: ["musicnn"], min_length=1)
+    models: list[str] = Field(
+        default_factory=lambda: ["musicnn"], min_length=1, description="Models the mixes use."
+    )
     answer_timeout_s: float = Field(
         60.0, gt=0, description="How long one mix may wait for the query service."
     )
