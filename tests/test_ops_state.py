@@ -8,6 +8,7 @@ switch within the state cache's few seconds.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -55,6 +56,41 @@ def test_model_state_defaults_switches_holds_and_is_seen_by_other_clients(
         assert other.active_collection("mert") == other.collection_name("mert")
     finally:
         other.close()
+
+
+def test_a_read_that_overlaps_this_process_s_own_switch_does_not_hide_it(
+    lite_store: VectorStore,
+) -> None:
+    """An embedder's replay watcher reads the state while its upgrade check moves the
+    target (same store, two threads): the read, begun before the switch and done after
+    it, must not put the old target back in the cache the embedder writes by."""
+    store, old = lite_store, lite_store.collection_name("musicnn")
+    store.set_collections("musicnn", old, old)
+    new = f"{old}_20261202000000"
+    read_done, switched = threading.Event(), threading.Event()
+    real_call = store.call
+
+    def slow_read(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_call(fn, *args, **kwargs)
+        if fn == store.client.query and threading.current_thread().name == "watcher":
+            read_done.set()  # it has seen `old`; the switch lands before it is cached
+            assert switched.wait(10)
+        return result
+
+    store.call = slow_read  # type: ignore[method-assign]
+    seen: list[str] = []
+    watcher = threading.Thread(
+        target=lambda: seen.append(store.model_state("musicnn", fresh=True).target),
+        name="watcher",
+    )
+    watcher.start()
+    assert read_done.wait(10)
+    store.set_collections("musicnn", old, new)
+    switched.set()
+    watcher.join(10)
+    assert seen == [new]  # the later view wins over what the slow read saw
+    assert store.target_collection("musicnn") == new
+    assert store.write_target("musicnn") == WriteTarget(new, force=False)
 
 
 def test_a_state_row_written_before_the_typed_state_still_loads(lite_store: VectorStore) -> None:

@@ -109,8 +109,9 @@ class Embedder:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     async def prepare(self) -> None:
-        name = self.model.model.name
-        await self._write_to(await self._store_call(self.store.target_collection, name))
+        # Read past the cache: an upgrade (`before_join`) may have just moved the target.
+        state = await self._store_call(self.store.model_state, self.model.model.name, True)
+        await self._write_to(state.target)
 
     async def _write_to(self, collection: str) -> None:
         if collection not in self._ready:

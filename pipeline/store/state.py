@@ -14,11 +14,15 @@ cancel, resume and finish it. The row stores `Replay.model_dump(mode="json")`
 (set by upgrades, `pipeline.ops.upgrade`) only when it is set.
 
 Reads are cached `ttl_s` (embedders ask before every batch); on a server they
-use Strong consistency so another process's switch is seen at once.
+use Strong consistency so another process's switch is seen at once. One store is
+shared by threads (an embedder's batches and its replay watcher): a read that
+began before this process's own write ended must not cache what it saw over
+that write, or the embedder writes to the collection the write just replaced.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,7 +99,9 @@ class ModelStates:
     def __init__(self, conn: MilvusConnection, ttl_s: float = 2.0) -> None:
         self.conn = conn
         self.ttl_s = ttl_s  # how stale another process's view of the state may be
+        # model -> (when the cached view was true, the view): a read's start, a write's end
         self._cache: dict[str, tuple[float, ModelState]] = {}
+        self._lock = threading.Lock()
 
     @property
     def collection(self) -> str:
@@ -106,6 +112,7 @@ class ModelStates:
         cached = self._cache.get(model)
         if cached and not fresh and time.monotonic() - cached[0] < self.ttl_s:
             return cached[1]
+        asked = time.monotonic()
         default = self.conn.collection_name(model)
         state = ModelState(model, default, default)
         if self.conn.has_collection(self.collection):
@@ -120,8 +127,16 @@ class ModelStates:
             )
             if rows:
                 state = _state_of(model, rows[0])
-        self._cache[model] = (time.monotonic(), state)
-        return state
+        return self._remember(model, asked, state)
+
+    def _remember(self, model: str, at: float, state: ModelState) -> ModelState:
+        """Cache `state` as true at `at`, unless the cache holds a later view: then that."""
+        with self._lock:
+            cached = self._cache.get(model)
+            if cached and cached[0] > at:
+                return cached[1]
+            self._cache[model] = (at, state)
+            return state
 
     def write_target(self, model: str) -> WriteTarget:
         """What one embedder batch does; raises ReplayPaused while a replay is cancelled."""
@@ -159,7 +174,7 @@ class ModelStates:
             # reads see unflushed rows, and a flush there costs ~2.5 s.
             self.conn.call(self.conn.client.flush, name)
         # Cached as a read would return it, so the caller's later changes stay its own.
-        self._cache[state.model] = (time.monotonic(), _state_of(state.model, row))
+        self._remember(state.model, time.monotonic(), _state_of(state.model, row))
 
     def _create(self, name: str) -> None:
         client = self.conn.client
