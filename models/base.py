@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -33,7 +35,21 @@ log = logging.getLogger(__name__)
 # importing its first names at once made one fail with "cannot import name
 # 'AutoTokenizer'" (two query services warming up in one process). Every import from
 # transformers holds this lock (reentrant: a model's loader may import inside another).
-TRANSFORMERS_IMPORT = threading.RLock()
+_TRANSFORMERS_LOCK = threading.RLock()
+
+
+@contextmanager
+def transformers_import() -> Iterator[None]:
+    """Hold around every import from transformers (see the lock above). It also turns off
+    transformers' "Loading weights" bars: services write log lines (JSON with
+    --json-logs), and a bar in them is noise; the load is logged with its time."""
+    with _TRANSFORMERS_LOCK:
+        yield
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 # Present wherever the NVIDIA driver is loaded; without them CUDA cannot be available.
 NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 

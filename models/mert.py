@@ -46,7 +46,6 @@ import torch
 from pydantic import Field, model_validator
 
 from models.base import (
-    TRANSFORMERS_IMPORT,
     EmbeddingModel,
     ModelOptions,
     ModelParams,
@@ -54,6 +53,7 @@ from models.base import (
     TrackAudio,
     TrackEmbedding,
     as_mono_float32,
+    transformers_import,
 )
 from models.base import enrich as enrich_sequence
 from models.weights import (
@@ -190,7 +190,7 @@ class MertModel(EmbeddingModel):
     # -- loading -------------------------------------------------------------- #
 
     def load(self, device: str) -> None:
-        with TRANSFORMERS_IMPORT:
+        with transformers_import():
             from transformers import HubertConfig, HubertModel
 
         folder = self._folder()

@@ -37,13 +37,13 @@ import torch
 from torch import nn
 
 from models.base import (
-    TRANSFORMERS_IMPORT,
     EmbeddingModel,
     ModelOptions,
     ModelUnavailable,
     TrackAudio,
     TrackEmbedding,
     as_mono_float32,
+    transformers_import,
 )
 from models.muq_net import SAMPLE_RATE, MuLanNet
 from models.weights import (
@@ -165,7 +165,7 @@ class MuqMulanModel(EmbeddingModel):
         return f"muq-mulan:{weights[:12]}:{settings_digest(settings)}"
 
     def load(self, device: str) -> None:
-        with TRANSFORMERS_IMPORT:
+        with transformers_import():
             from transformers import AutoTokenizer, XLMRobertaConfig
 
         folder = self._folder()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import TRANSFORMERS_IMPORT, ModelUnavailable
+from models.base import ModelUnavailable, transformers_import
 
 SAMPLE_RATE = 24_000
 
@@ -133,7 +133,7 @@ class MuqEncoder(nn.Module):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
-        with TRANSFORMERS_IMPORT:
+        with transformers_import():
             from transformers import Wav2Vec2ConformerConfig
 
         if config.get("features", ["melspec_2048"]) != ["melspec_2048"]:
@@ -243,7 +243,7 @@ class MuLanNet(nn.Module):
 
     def __init__(self, config: dict[str, Any], muq_config: dict[str, Any], text_config: Any):
         super().__init__()
-        with TRANSFORMERS_IMPORT:
+        with transformers_import():
             from transformers import XLMRobertaModel
 
         audio_model, text_model = config.get("audio_model", {}), config.get("text_model", {})

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.base import TRANSFORMERS_IMPORT, ManagedModel, ModelUnavailable
+from models.base import ManagedModel, ModelUnavailable, transformers_import
 from models.musicnn_spec import MSD_TAGS, MTT_TAGS
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class SentenceEncoder:
         self._tokenizer: Any = None
 
     def _load(self) -> None:
-        with TRANSFORMERS_IMPORT:
+        with transformers_import():
             from transformers import AutoTokenizer, BertModel
 
         folder = self.model_dir or default_minilm_dir()

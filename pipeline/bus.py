@@ -7,6 +7,7 @@ so TLS/SASL or a different cluster is one settings change.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from aiokafka.errors import (
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.config import KafkaSettings
+from pipeline.logs import take_over_logs
 
 
 class KafkaRefused(KafkaConnectionError):
@@ -201,6 +203,7 @@ def make_broker(kafka: KafkaSettings, **overrides: Any) -> Any:
     from faststream.kafka import KafkaBroker
     from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
 
+    take_over_logs("faststream")  # its import gave it a coloured stdout handler of its own
     security = None
     options = client_options(kafka, "faststream")
     if kafka.security_protocol.startswith("SASL"):
@@ -225,5 +228,7 @@ def make_broker(kafka: KafkaSettings, **overrides: Any) -> Any:
         # acknowledged by a leader that dies before a follower copied it.
         acks="all",
         enable_idempotence=True,
+        # Its access logger would get a handler of its own too; this one propagates.
+        logger=logging.getLogger("faststream.sonicbus"),
         **overrides,
     )

@@ -216,17 +216,22 @@ store_noise = StoreNoise()
 """The Milvus counterpart of `kafka_noise` (also on the root handler)."""
 
 
-def route_pymilvus_logs() -> None:
-    """pymilvus gives its loggers a plain-text stderr handler of its own when it is imported
-    (and stops them propagating): hand their records to ours instead, so they come out as
-    our lines (JSON in services) and pass through `store_noise`."""
+def take_over_logs(package: str) -> None:
+    """pymilvus and FastStream give their loggers a plain-text (FastStream: coloured)
+    handler of their own when they are imported, and stop them propagating: hand their
+    records to ours instead, so they come out as our lines (JSON in services), through
+    `store_noise` and `kafka_noise`, at the level `setup_logging` gives the package."""
     for name in list(logging.root.manager.loggerDict):
-        if name == "pymilvus" or name.startswith("pymilvus."):
+        if name == package or name.startswith(f"{package}."):
             logger = logging.getLogger(name)
             logger.handlers.clear()
             logger.propagate = True
-            if name != "pymilvus":
-                logger.setLevel(logging.NOTSET)  # the level `setup_logging` gives pymilvus
+            logger.setLevel(logging.NOTSET if name != package else quiet_level())
+
+
+def quiet_level() -> int:
+    """The level of a chatty library: WARNING, or the root's when that is higher."""
+    return max(logging.WARNING, logging.root.level)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -240,11 +245,13 @@ def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
         handler = RichHandler(show_path=False, rich_tracebacks=True, log_time_format="%H:%M:%S")
     handler.addFilter(kafka_noise)
     handler.addFilter(store_noise)
-    if "pymilvus" in sys.modules:  # else pipeline.store routes them when it imports pymilvus
-        route_pymilvus_logs()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Else pipeline.store / pipeline.bus take them over when they import the package.
+    for package in ("pymilvus", "faststream"):
+        if package in sys.modules:
+            take_over_logs(package)
     for noisy in (
         "aiokafka",
         "kafka",
@@ -255,7 +262,7 @@ def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
         "numba",
         "httpx",
     ):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        logging.getLogger(noisy).setLevel(quiet_level())
     # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
     # implement (AllocTimestamp, asked while an index is created); the client
     # copes, and real failures reach the caller as exceptions.

@@ -300,6 +300,8 @@ def _request_commands(app: typer.Typer, playlist: bool) -> None:
             from pipeline.client import QueryClient
 
             settings: Settings = ctx.obj
+            if str(file) != "-" and not file.is_file():
+                raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
             body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
 
             async def main() -> QueryReply:

@@ -179,8 +179,10 @@ def library_router(settings: Settings, rt: Callable[[], OpsRuntime]) -> APIRoute
         return TrackDetails(track=info, top_tags=tags, similar=neighbours, similar_error=error)
 
     # `:path`: an id with slashes (a traversal attempt, decoded from %2F) still reaches the
-    # handler, so it is refused with a log line like every other one.
-    @router.api_route("/audio/{track_id:path}", methods=["GET", "HEAD"], response_class=Response)
+    # handler, so it is refused with a log line like every other one. HEAD (players probe
+    # the length) is the same handler, kept out of the schema: one operation, one id.
+    @router.head("/audio/{track_id:path}", response_class=Response, include_in_schema=False)
+    @router.get("/audio/{track_id:path}", response_class=Response)
     async def audio(track_id: str, request: Request) -> Response:
         if not plausible_id(track_id):
             raise refuse(track_id[:300], "", "not a track id (a path or control characters)")

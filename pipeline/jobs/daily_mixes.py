@@ -146,7 +146,8 @@ async def plan_mixes(
             ctx.check_cancelled()
             ctx.progress(done, len(users), message=f"mixes of {user}")
             for spec in options.mixes:
-                request = mix_request(spec, user, options, history.get((user, spec.name), set()))
+                recent = history.get((user, spec.name), set())
+                request = mix_request(spec, user, options, recent)
                 try:
                     reply = await client.ask(request, timeout=options.answer_timeout_s)
                 except QueryTimeout as exc:
@@ -162,7 +163,13 @@ async def plan_mixes(
                 warnings.extend(f"{label}: {w}" for w in reply.warnings)
                 tracks = radio_order(reply.tracks, options.size)
                 if not tracks:
-                    warnings.append(f"{label}: not made: no songs left to choose from")
+                    why = "no songs left to choose from"
+                    if recent:  # a small library runs out of songs the window allows
+                        why += (
+                            f" (its {len(recent)} songs of the last {options.no_repeat_days:g} "
+                            "days are not repeated: jobs.daily_mixes.no_repeat_days)"
+                        )
+                    warnings.append(f"{label}: not made: {why}")
                     continue
                 if len(tracks) < options.size:
                     warnings.append(f"{label}: {len(tracks)} songs of {options.size} wanted")

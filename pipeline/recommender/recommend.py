@@ -30,7 +30,7 @@ from pipeline.recommender.finish import finish, request_rules
 from pipeline.recommender.index import ModelIndex
 from pipeline.recommender.merge import merge
 from pipeline.recommender.penalties import PenaltySet
-from pipeline.recommender.seeds import SeedPlan, mode_seeds
+from pipeline.recommender.seeds import MODE_READS, SeedPlan, mode_seeds
 from pipeline.recommender.songs import resolve_album, resolve_artist, resolve_song
 from pipeline.schemas.queries import DirectEmbedding
 
@@ -100,7 +100,7 @@ def seed_plan(ctx: QueryContext) -> SeedPlan:
         )
         if not plan.positive and not request.seeds and not request.embeddings:
             raise NotFound(
-                f"user {user or '(all)'} has no plays, stars or ratings for seed mode "
+                f"user {user or '(all)'} has no {MODE_READS[request.seed_mode]} for seed mode "
                 f"{request.seed_mode!r}",
             )
     for seed in request.seeds:

@@ -57,6 +57,15 @@ def recency(played: datetime | None, now: datetime, half_life_days: float) -> fl
     return 0.5 ** (age_days / half_life_days)
 
 
+# What each seed mode reads, for the error that says a user has none of it.
+MODE_READS = {
+    "recent": "plays",
+    "favorites": "stars or ratings of 4-5",
+    "all": "plays, stars or ratings",
+    "discovery": "plays, stars or ratings",
+}
+
+
 def mode_seeds(
     mode: str,
     annotations: Annotations,

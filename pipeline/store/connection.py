@@ -23,12 +23,12 @@ from pymilvus import MilvusClient, MilvusException
 
 from pipeline.config import MilvusSettings
 from pipeline.errors import Unavailable
-from pipeline.logs import route_pymilvus_logs, store_noise
+from pipeline.logs import store_noise, take_over_logs
 
 CONSISTENCY = "Session"
 INDEX_WAIT_S = 10.0  # how long a reader waits for another process to finish creating a collection
 
-route_pymilvus_logs()  # pymilvus' own stderr handler would bypass ours (pipeline.logs)
+take_over_logs("pymilvus")  # pymilvus' own stderr handler would bypass ours (pipeline.logs)
 
 
 class StoreUnavailable(Unavailable):
