@@ -162,6 +162,26 @@ async def test_instant_reads_the_example_sentence_and_its_answer_keeps_every_con
     assert abs(total - 20 * 60) <= max(t.duration for t in chosen) / 2, total
 
 
+async def test_tempo_and_energy_words_no_track_meets_only_steer_the_search(
+    running: Running,
+) -> None:
+    """No track is both slow (<= 95 BPM) and loud (energy >= 0.65): the words are dropped
+    with a warning, in `text` and in `instant`, and the songs still come; a year the
+    sentence states stays a condition."""
+    text = await ask(running, type="text", prompt="slow loud", limit=5)
+    assert text.ok and text.tracks and text.plan is not None and text.plan.filters is None
+    said = "no track matches the tempo and energy words (slow -> bpm [30, 95]; loud"
+    assert any(w.startswith(said) for w in text.warnings), text.warnings
+
+    sentence = "five songs, slow and loud, nothing before 1980"
+    reply = await ask(running, type="instant", sentence=sentence)
+    assert reply.ok and reply.plan is not None and len(reply.tracks) == 5
+    assert any(w.startswith(said) for w in reply.warnings), reply.warnings
+    assert reply.plan.filters is not None and reply.plan.filters.bpm is None
+    assert reply.plan.filters.energy is None and reply.plan.filters.year[0] == 1980  # type: ignore[index]
+    assert all(f["year"] >= 1980 for f in figures(running, reply))
+
+
 async def test_instant_with_a_count_a_key_and_a_tempo_range(running: Running) -> None:
     sentence = "three songs in A minor between 118 and 135 bpm"
     reply = await ask(running, type="instant", sentence=sentence)

@@ -15,7 +15,7 @@ from pipeline.recommender import text_search
 from pipeline.recommender.common import Candidate, Outcome, QueryContext, weighted_centroid
 from pipeline.recommender.finish import finish, request_rules
 from pipeline.recommender.index import TrackInfo
-from pipeline.recommender.sentence import FIGURE_WORDS, read_sentence
+from pipeline.recommender.sentence import FIGURE_WORDS, figure_words, read_sentence
 from pipeline.schemas.queries import InstantPlan, TextRequest, TrackFilters
 
 CLOSE_ENOUGH_S = 30.0  # a playlist this close to the length asked is done
@@ -28,7 +28,7 @@ RECOGNISED = 0.45
 
 def run(ctx: QueryContext) -> Outcome:
     request = ctx.request
-    plan = recognised(ctx, read_sentence(request.sentence))
+    plan = soften_words(ctx, recognised(ctx, read_sentence(request.sentence)))
     for warning in plan.warnings:
         ctx.warn(warning)
     if not plan.understood:
@@ -71,6 +71,23 @@ def recognised(ctx: QueryContext, plan: InstantPlan) -> InstantPlan:
         return plan
     warning = f"words not understood (kept in the description): {', '.join(unknown)}"
     return plan.model_copy(update={"warnings": [*plan.warnings, warning]})
+
+
+def soften_words(ctx: QueryContext, plan: InstantPlan) -> InstantPlan:
+    """Tempo and energy words ("calm", "fast") describe the sound; when no track passes
+    them, they are dropped from the plan's filters, as in `text`, and only steer the text
+    search: "calm" over a library of loud soundtracks gives the calmest of them, not
+    nothing. Conditions the sentence states ("between 118 and 135 bpm", "nothing before
+    1990") and the request's own filters stay as they are."""
+    implied, words = figure_words(ctx.request.sentence)
+    if implied is None or plan.filters is None:
+        return plan
+    read = plan.filters.model_dump(exclude_none=True)
+    soft = {f: v for f, v in implied.model_dump(exclude_none=True).items() if read.get(f) == v}
+    if not soft or text_search.words_match(ctx, TrackFilters(**soft), words):
+        return plan
+    rest = {f: v for f, v in read.items() if f not in soft}
+    return plan.model_copy(update={"filters": TrackFilters(**rest) if rest else None})
 
 
 def _text_context(ctx: QueryContext, plan: InstantPlan) -> QueryContext:

@@ -82,12 +82,21 @@ def apply_figure_words(ctx: QueryContext) -> InstantPlan | None:
         return None
     given = request.filters.model_dump(exclude_none=True) if request.filters else {}
     merged = TrackFilters(**{**implied.model_dump(exclude_none=True), **given})
-    if filtered_out(ctx.models(), implied)[1] == 0:
-        ctx.warn(f"no track has tempo or energy figures for {', '.join(understood)}: "
-                 "those words only steer the text search")  # fmt: skip
+    if not words_match(ctx, implied, understood):
         return InstantPlan(prompt=request.prompt, understood=understood)
     ctx.request = request.model_copy(update={"filters": merged})
     return InstantPlan(prompt=request.prompt, filters=merged, understood=understood)
+
+
+def words_match(ctx: QueryContext, implied: TrackFilters, understood: list[str]) -> bool:
+    """Whether any track passes the filters tempo and energy words imply; if none does (the
+    figures are not measured yet, or no track is that calm), a warning says the words
+    only steer the text search, and the caller drops those filters."""
+    if filtered_out(ctx.models(), implied)[1] > 0:
+        return True
+    ctx.warn(f"no track matches the tempo and energy words ({'; '.join(understood)}): "
+             "they only steer the text search")  # fmt: skip
+    return False
 
 
 def run(ctx: QueryContext) -> Outcome:
