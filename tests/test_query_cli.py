@@ -49,6 +49,9 @@ async def test_ask_raw_sends_any_json_as_it_is(running: Running, tmp_path: Path)
     request.write_text('{"type": "similar", "request_id": "cli-bad"')
     bad = json.loads((await sonicbus(running, "ask", "raw", str(request))).stdout)
     assert bad["ok"] is False and "malformed JSON" in bad["error"]["message"]
+    missing = await sonicbus(running, "ask", "raw", str(tmp_path / "no-such.json"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr, missing.stderr
+    assert "Traceback" not in missing.stderr + missing.stdout
 
 
 async def test_playlist_needs_a_playlist_name(running: Running) -> None:

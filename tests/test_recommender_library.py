@@ -26,6 +26,14 @@ def rows(vectors: np.ndarray, start: int = 0) -> list[VectorRow]:
     ]
 
 
+def ten_track_library(store: VectorStore, seed: int) -> tuple[str, Library]:
+    """`musicnn` with ten random 8-d tracks t0..t9, and a query library over it."""
+    name = store.collection_name("musicnn")
+    store.ensure_collection(name, dim=8)
+    store.upsert(name, rows(np.random.default_rng(seed).normal(size=(10, 8)).astype(np.float32)))
+    return name, Library(store, QuerySettings())
+
+
 @pytest.fixture
 def filled(lite_store: VectorStore) -> tuple[VectorStore, np.ndarray]:
     vectors = np.random.default_rng(3).normal(size=(3000, 24)).astype(np.float32)
@@ -74,11 +82,7 @@ def test_removals_and_updates_show_in_searches_and_survive_compaction(filled) ->
 
 
 def test_an_index_follows_announced_changes_and_reconciles_missed_ones(lite_store) -> None:  # type: ignore[no-untyped-def]
-    name = lite_store.collection_name("musicnn")
-    lite_store.ensure_collection(name, dim=8)
-    rng = np.random.default_rng(1)
-    lite_store.upsert(name, rows(rng.normal(size=(10, 8)).astype(np.float32)))
-    library = Library(lite_store, QuerySettings())
+    name, library = ten_track_library(lite_store, seed=1)
     index = library.index("musicnn")
     lite_store.upsert(name, [VectorRow("new", np.ones(8), artist="fresh")])
     lite_store.delete(name, ["t3"])
@@ -221,11 +225,7 @@ def test_an_index_replaced_by_a_rebuild_is_freed_after_song_lookups_and_a_frozen
 ) -> None:
     # The soak's query service kept every replaced index (issue 19): the batcher and the song
     # catalog each held their index in a cycle, and freeze_heap() keeps frozen cycles.
-    name = lite_store.collection_name("musicnn")
-    lite_store.ensure_collection(name, dim=8)
-    rng = np.random.default_rng(2)
-    lite_store.upsert(name, rows(rng.normal(size=(10, 8)).astype(np.float32)))
-    library = Library(lite_store, QuerySettings())
+    name, library = ten_track_library(lite_store, seed=2)
     first = library.index("musicnn")
     catalog_of(first).song(SongRef(title="t1"))
     try:

@@ -3,7 +3,8 @@
 pymilvus logs every failed call with its full traceback through a stderr handler of its
 own (2,400+ lines for a 30 s cut on one embedder). Here a Milvus Lite server of the test's
 own (in this process, on its own port: the shared Milvus on 39530 is never touched) is
-stopped and started again under a `MilvusConnection`.
+stopped and started again under a `MilvusConnection`. FastStream, which gives its
+loggers a coloured handler of its own, comes out in our format too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 from milvus_lite.adapter.grpc.server import start_server_in_thread
 
-from pipeline.config import MilvusSettings
+from pipeline.bus import make_broker
+from pipeline.config import KafkaSettings, MilvusSettings
 from pipeline.logs import JsonFormatter, StoreNoise, kafka_noise, store_noise
 from pipeline.store.connection import MilvusConnection, StoreUnavailable
 
@@ -109,3 +111,17 @@ def test_other_errors_are_untouched_and_pymilvus_tracebacks_cut() -> None:
     })  # fmt: skip
     assert noise.filter(missing) and not noise.in_outage
     assert missing.getMessage().endswith("<elapsed:1.0ms>")
+
+
+def test_faststream_lines_come_out_as_ours_and_its_chatter_stays_out(service_log: Lines) -> None:
+    """`sonicbus --json-logs up` printed FastStream's coloured "assigned to partitions"
+    lines between its JSON lines; making a broker hands FastStream's loggers to ours."""
+    make_broker(KafkaSettings())
+    for name in ("faststream", "faststream.sonicbus"):
+        logger = logging.getLogger(name)
+        assert logger.propagate and not logger.handlers, name
+    logging.getLogger("faststream.sonicbus").info("Consumer x assigned to partitions: (...)")
+    logging.getLogger("faststream").warning("Consumer in group g has no partition assignments")
+    [line] = service_log.lines
+    record = json.loads(line)
+    assert record["level"] == "warning" and "no partition assignments" in record["msg"]
